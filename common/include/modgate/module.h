@@ -1,0 +1,176 @@
+/*
+ * modgate module SDK: what a module author includes.
+ *
+ * A module declares its routes with MG_MODULE and writes handlers; it never
+ * touches sockets, processes or curl. The gateway runs each module in its
+ * own child process; the same code runs standalone with
+ * `modgate --module NAME --listen HOST:PORT|unix:PATH`.
+ *
+ * Threading: every request runs its handler on a thread of its own, so a
+ * handler may block (sleep, wait on a database) without holding up other
+ * requests. Handlers of one module share the process: guard shared state.
+ *
+ * Error convention: functions that can fail return 0 on success and -1 on
+ * failure (out of memory, client gone); none of them aborts.
+ */
+#ifndef MODGATE_MODULE_H
+#define MODGATE_MODULE_H
+
+#include <stdarg.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define MG_PRINTF(fmt_idx, arg_idx) __attribute__((format(printf, fmt_idx, arg_idx)))
+#else
+#define MG_PRINTF(fmt_idx, arg_idx)
+#endif
+
+/* A request as the module received it. Borrowed: valid until the handler
+ * returns, as is every string an accessor returns. */
+typedef struct mg_req mg_req;
+/* A unary response being built; sent when the handler returns. */
+typedef struct mg_res mg_res;
+/* A streaming response; the first write sends status and headers. */
+typedef struct mg_stream mg_stream;
+
+typedef int (*mg_handler_fn)(mg_req *req, mg_res *res);
+typedef int (*mg_stream_fn)(mg_req *req, mg_stream *stream);
+
+/* ---- request accessors -------------------------------------------------- */
+
+const char *mg_req_method(const mg_req *req);
+/* The path as sent, without the query string (still percent-encoded). */
+const char *mg_req_path(const mg_req *req);
+/* The raw query string without '?', "" when there is none. */
+const char *mg_req_query_string(const mg_req *req);
+/* The value of capture `{name}` (percent-decoded), or NULL. The trailing
+ * wildcard is available as capture "*". */
+const char *mg_req_param(const mg_req *req, const char *name);
+/* The first value of query argument `name` (decoded), or NULL. */
+const char *mg_req_query(const mg_req *req, const char *name);
+/* Query arguments in order, repeats kept: returns 0 and sets *name and
+ * *value for index i < count, -1 past the end. A key without '=' has "". */
+size_t mg_req_query_count(const mg_req *req);
+int mg_req_query_at(const mg_req *req, size_t i, const char **name, const char **value);
+/* The first value of header `name` (case-insensitive), or NULL. */
+const char *mg_req_header(const mg_req *req, const char *name);
+size_t mg_req_header_count(const mg_req *req);
+int mg_req_header_at(const mg_req *req, size_t i, const char **name, const char **value);
+/* The whole request body (not NUL-terminated; *len may be 0). */
+const void *mg_req_body(const mg_req *req, size_t *len);
+/* The request id the gateway assigned (X-Request-Id), or "". */
+const char *mg_req_id(const mg_req *req);
+
+/* ---- unary responses ---------------------------------------------------- */
+
+/* Status defaults to 200 with an empty body. */
+void mg_res_status(mg_res *res, int status);
+/* Adds a header; repeats are kept in order (several Set-Cookie). Copies. */
+int mg_res_header(mg_res *res, const char *name, const char *value);
+/* Replaces the body with a copy of `len` bytes. */
+int mg_res_body(mg_res *res, const void *data, size_t len);
+/* Sets status, Content-Type and a formatted body in one call. */
+int mg_res_printf(mg_res *res, int status, const char *content_type,
+                  const char *fmt, ...) MG_PRINTF(4, 5);
+/* Marks the response as failed: the client gets `status` and the JSON body
+ * {"error": MSG, "module": NAME}. Returns -1 so a handler can
+ * `return mg_res_error(res, 404, "no such thing");`. */
+int mg_res_error(mg_res *res, int status, const char *fmt, ...) MG_PRINTF(3, 4);
+
+/* ---- streaming responses ------------------------------------------------ */
+
+/* Status and headers may be set until the first write (default 200,
+ * Content-Type text/plain; charset=utf-8). */
+void mg_stream_status(mg_stream *s, int status);
+int mg_stream_header(mg_stream *s, const char *name, const char *value);
+/* Sends one chunk. Blocks while the client is not reading (backpressure).
+ * Returns -1 once the client has gone away: the handler should stop. */
+int mg_stream_write(mg_stream *s, const void *data, size_t len);
+int mg_stream_printf(mg_stream *s, const char *fmt, ...) MG_PRINTF(2, 3);
+/* Fails the stream. Before the first write the client gets `status` and the
+ * JSON error body, as for a unary handler; after it the message becomes the
+ * last chunk and the stream ends cleanly. Returns -1. */
+int mg_stream_error(mg_stream *s, int status, const char *fmt, ...) MG_PRINTF(3, 4);
+/* 1 once the client has gone away, else 0. */
+int mg_stream_client_gone(mg_stream *s);
+/* Sleeps up to `ms` milliseconds; returns early with -1 if the client goes
+ * away meanwhile, else 0. For handlers that pace their output. */
+int mg_stream_sleep(mg_stream *s, unsigned ms);
+
+/* ---- logging ------------------------------------------------------------ */
+
+enum mg_log_level { MG_LOG_DEBUG, MG_LOG_INFO, MG_LOG_WARN, MG_LOG_ERROR };
+
+/* Writes one timestamped line to the module's log (its stderr). */
+void mg_log(enum mg_log_level level, const char *fmt, ...) MG_PRINTF(2, 3);
+void mg_vlog(enum mg_log_level level, const char *fmt, va_list ap);
+
+/* ---- declaring a module ------------------------------------------------- */
+
+enum { MG_ROUTE_UNARY, MG_ROUTE_STREAM, MG_ROUTE_HEALTH, MG_ROUTE_INIT };
+
+/* A module's start-up hook: runs once in the module's process before it
+ * accepts requests (open files, connect to a database). Non-zero fails the
+ * start: the process exits and the gateway reports it with the log tail. */
+typedef int (*mg_init_fn)(void);
+
+/* One entry of a module's table. Build it with the macros below. */
+typedef struct mg_route {
+    const char *method;   /* "GET", ..., or "*" for any method */
+    const char *pattern;  /* e.g. "/hello/{name}", or "/echo/" followed by a final star */
+    mg_handler_fn unary;
+    mg_stream_fn stream;
+    int kind;             /* MG_ROUTE_* */
+    mg_init_fn init;
+} mg_route;
+
+
+typedef struct mg_module {
+    const char *name;
+    const mg_route *routes;
+    size_t nroutes;
+} mg_module;
+
+#define MG_ROUTE(m, p, fn)        { (m), (p), (fn), NULL, MG_ROUTE_UNARY, NULL }
+#define MG_GET(p, fn)             MG_ROUTE("GET", p, fn)
+#define MG_POST(p, fn)            MG_ROUTE("POST", p, fn)
+#define MG_PUT(p, fn)             MG_ROUTE("PUT", p, fn)
+#define MG_DELETE(p, fn)          MG_ROUTE("DELETE", p, fn)
+#define MG_ANY(p, fn)             MG_ROUTE("*", p, fn)
+#define MG_STREAM(m, p, fn)       { (m), (p), NULL, (fn), MG_ROUTE_STREAM, NULL }
+#define MG_STREAM_GET(p, fn)      MG_STREAM("GET", p, fn)
+#define MG_STREAM_POST(p, fn)     MG_STREAM("POST", p, fn)
+/* An optional health check run by the gateway's periodic probe, on the same
+ * path as requests: return 0 when healthy. A module without one is healthy
+ * whenever it answers. */
+#define MG_HEALTH(fn)             { NULL, NULL, (fn), NULL, MG_ROUTE_HEALTH, NULL }
+/* Declares the module's start-up hook (see mg_init_fn). */
+#define MG_INIT(fn)               { NULL, NULL, NULL, NULL, MG_ROUTE_INIT, (fn) }
+
+/* Adds a module to the program's registry (called by MG_MODULE before main;
+ * `module` must outlive the program). */
+void mg_module_register(const mg_module *module);
+
+/* Runs one registered module as a server, for `--module NAME --listen
+ * HOST:PORT|unix:PATH` command lines; returns the process exit code. */
+int mg_module_main(int argc, char **argv);
+
+#define MG_MODULE(name_, ...)                                                  \
+    static const mg_route mg__routes_##name_[] = { __VA_ARGS__ };             \
+    static const mg_module mg__module_##name_ = {                             \
+        #name_, mg__routes_##name_,                                           \
+        sizeof(mg__routes_##name_) / sizeof(mg__routes_##name_[0]) };         \
+    __attribute__((constructor)) static void mg__register_##name_(void)        \
+    {                                                                          \
+        mg_module_register(&mg__module_##name_);                              \
+    }
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

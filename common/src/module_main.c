@@ -1,0 +1,72 @@
+/*
+ * The command line of a module process:
+ *   modgate --module NAME --listen HOST:PORT|unix:PATH
+ * plus the flags the gateway adds when it spawns a child (--ready-fd,
+ * --parent-pid, --log-file, --max-body-bytes).
+ * Exit codes follow s6: 100 usage, 111 system error.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "registry.h"
+#include "runtime.h"
+
+static int parse_ulong(const char *s, unsigned long long max, unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int usage(const char *msg, const char *arg)
+{
+    fprintf(stderr, "modgate: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
+    fprintf(stderr, "usage: modgate --module NAME --listen HOST:PORT|unix:PATH\n");
+    size_t n;
+    const mg_module *const *mods = mg__modules(&n);
+    fprintf(stderr, "modules:");
+    for (size_t i = 0; i < n; i++)
+        fprintf(stderr, " %s", mods[i]->name);
+    fprintf(stderr, "\n");
+    return 100;
+}
+
+int mg_module_main(int argc, char **argv)
+{
+    const char *name = NULL;
+    struct mg_serve_opts o = { .ready_fd = -1, .max_body = 10u * 1024 * 1024 };
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        unsigned long long n;
+        if (v == NULL)
+            return usage("missing value after", a);
+        if (strcmp(a, "--module") == 0)
+            name = v;
+        else if (strcmp(a, "--listen") == 0)
+            o.listen = v;
+        else if (strcmp(a, "--log-file") == 0)
+            o.log_path = v;
+        else if (strcmp(a, "--ready-fd") == 0 && parse_ulong(v, 1 << 20, &n) == 0)
+            o.ready_fd = (int)n;
+        else if (strcmp(a, "--parent-pid") == 0 && parse_ulong(v, 1u << 30, &n) == 0)
+            o.parent_pid = (pid_t)n;
+        else if (strcmp(a, "--max-body-bytes") == 0 && parse_ulong(v, SIZE_MAX / 2, &n) == 0)
+            o.max_body = (size_t)n;
+        else
+            return usage("bad argument", a);
+        i++;
+    }
+    if (name == NULL || o.listen == NULL)
+        return usage("--module and --listen are required", NULL);
+    const mg_module *m = mg__module_find(name);
+    if (m == NULL)
+        return usage("no such module", name);
+    return mg__serve(m, &o);
+}

@@ -1,0 +1,175 @@
+/* mg_res: building a unary response, and turning it into an MHD one. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "runtime.h"
+
+void mg__res_init(struct mg_res *res)
+{
+    memset(res, 0, sizeof(*res));
+    res->status = 200;
+    mg__buf_init(&res->body, SIZE_MAX - 1);
+}
+
+void mg__res_clear(struct mg_res *res)
+{
+    for (size_t i = 0; i < res->nheaders; i++) {
+        free((char *)res->headers[i].name);
+        free((char *)res->headers[i].value);
+    }
+    free(res->headers);
+    mg__buf_free(&res->body);
+    free(res->err_msg);
+    memset(res, 0, sizeof(*res));
+}
+
+int mg__res_add_header(struct mg_res *res, const char *name, const char *value)
+{
+    if (name == NULL || value == NULL || name[0] == '\0' || strpbrk(name, ":\r\n") != NULL ||
+        strpbrk(value, "\r\n") != NULL)
+        return -1;
+    if (res->nheaders == res->capheaders) {
+        size_t cap = res->capheaders ? res->capheaders * 2 : 8;
+        struct mg_kv *h = realloc(res->headers, cap * sizeof(*h));
+        if (h == NULL)
+            return -1;
+        res->headers = h;
+        res->capheaders = cap;
+    }
+    char *n = strdup(name), *v = strdup(value);
+    if (n == NULL || v == NULL) {
+        free(n);
+        free(v);
+        return -1;
+    }
+    res->headers[res->nheaders].name = n;
+    res->headers[res->nheaders].value = v;
+    res->nheaders++;
+    return 0;
+}
+
+int mg__res_set_error(struct mg_res *res, int status, const char *fmt, va_list ap)
+{
+    char *msg = NULL;
+    if (vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
+    free(res->err_msg);
+    res->err_msg = msg;
+    res->err_status = (status >= 400 && status <= 599) ? status : 500;
+    return -1;
+}
+
+void mg_res_status(mg_res *res, int status)
+{
+    res->status = status;
+}
+
+int mg_res_header(mg_res *res, const char *name, const char *value)
+{
+    return mg__res_add_header(res, name, value);
+}
+
+int mg_res_body(mg_res *res, const void *data, size_t len)
+{
+    res->body.len = 0;
+    return mg__buf_append(&res->body, data, len);
+}
+
+int mg_res_printf(mg_res *res, int status, const char *content_type, const char *fmt, ...)
+{
+    res->status = status;
+    if (content_type != NULL && mg__res_add_header(res, "Content-Type", content_type) != 0)
+        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    char *s = NULL;
+    int n = vasprintf(&s, fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return -1;
+    int rc = mg_res_body(res, s, (size_t)n);
+    free(s);
+    return rc;
+}
+
+int mg_res_error(mg_res *res, int status, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    mg__res_set_error(res, status, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+struct MHD_Response *mg__error_response(const char *msg, const mg_req *req)
+{
+    struct mg_buf b;
+    mg__buf_init(&b, SIZE_MAX - 1);
+    const char *module = mg__current_module_name();
+    const char *rid = req ? mg_req_id(req) : "";
+    int rc = mg__buf_append(&b, "{\"error\": ", 10);
+    rc |= mg__buf_json_string(&b, msg, strlen(msg));
+    rc |= mg__buf_append(&b, ", \"module\": ", 12);
+    rc |= mg__buf_json_string(&b, module, strlen(module));
+    if (rid[0] != '\0') {
+        rc |= mg__buf_append(&b, ", \"request_id\": ", 16);
+        rc |= mg__buf_json_string(&b, rid, strlen(rid));
+    }
+    rc |= mg__buf_append(&b, "}\n", 2);
+    if (rc != 0) {
+        mg__buf_free(&b);
+        return NULL;
+    }
+    size_t len;
+    char *body = mg__buf_steal(&b, &len);
+    struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback(len, body, free);
+    if (r == NULL) {
+        free(body);
+        return NULL;
+    }
+    MHD_add_response_header(r, "Content-Type", "application/json");
+    return r;
+}
+
+int mg__add_headers(struct MHD_Response *r, const struct mg_res *res)
+{
+    for (size_t i = 0; i < res->nheaders; i++) {
+        const char *name = res->headers[i].name;
+        /* MHD frames the body itself and refuses these two. */
+        if (strcasecmp(name, "Content-Length") == 0 || strcasecmp(name, "Transfer-Encoding") == 0)
+            continue;
+        if (MHD_add_response_header(r, name, res->headers[i].value) != MHD_YES)
+            return -1;
+    }
+    return 0;
+}
+
+struct MHD_Response *mg__res_to_mhd(struct mg_res *res, int rc, const mg_req *req)
+{
+    if (res->err_status != 0 || rc != 0) {
+        int status = res->err_status;
+        if (status == 0)
+            status = (rc >= 400 && rc <= 599) ? rc : 500;
+        res->status = status;
+        const char *msg = res->err_msg ? res->err_msg : mg__reason(status);
+        if (res->err_msg == NULL && status == 500)
+            msg = "handler failed";
+        return mg__error_response(msg, req);
+    }
+    size_t len;
+    char *body = mg__buf_steal(&res->body, &len);
+    struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback(
+        len, body ? body : (char *)"", body ? free : NULL);
+    if (r == NULL) {
+        free(body);
+        return NULL;
+    }
+    if (mg__add_headers(r, res) != 0) {
+        MHD_destroy_response(r);
+        return NULL;
+    }
+    return r;
+}

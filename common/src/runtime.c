@@ -1,0 +1,304 @@
+/*
+ * The module runtime: one module served by libmicrohttpd, in a gateway
+ * child or standalone.
+ *
+ * Threads: MHD runs one thread per connection. Handlers are plain blocking
+ * C functions, so a slow or stuck handler holds only its own connection;
+ * the gateway keeps a pool of keep-alive connections to the child, so the
+ * thread count follows the gateway's concurrency, not its clients. A
+ * streaming handler gets one more thread (stream.c).
+ *
+ * The main thread only waits for signals: SIGTERM/SIGINT stop the server
+ * after in-flight requests finish, SIGHUP reopens the log file.
+ *
+ * The gateway's probe, GET /-/probe, is dispatched exactly like a request:
+ * it runs the module's MG_HEALTH handler (if any) on a connection thread.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include "listen.h"
+#include "registry.h"
+#include "runtime.h"
+
+#define PROBE_PATH "/-/probe"
+
+static const char *module_name = "modgate";
+static atomic_long active_requests;
+
+const char *mg__current_module_name(void)
+{
+    return module_name;
+}
+
+struct server {
+    const mg_module *module;
+    struct mg_router *router;
+    const mg_route *health;
+    size_t max_body;
+};
+
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct server *srv = cls;
+    struct mg_req *req = mg__req_new(srv->module, uri, srv->max_body);
+    if (req != NULL) {
+        req->conn = conn;
+        atomic_fetch_add(&active_requests, 1);
+    }
+    return req;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                         enum MHD_RequestTerminationCode toe)
+{
+    (void)cls, (void)conn;
+    struct mg_req *req = *con_cls;
+    *con_cls = NULL;
+    if (req == NULL)
+        return;
+    atomic_fetch_sub(&active_requests, 1);
+    if (req->stream != NULL)
+        mg__stream_connection_closed(req->stream, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
+    else
+        mg__req_free(req);
+}
+
+static enum MHD_Result queue(struct MHD_Connection *conn, int status, struct MHD_Response *r)
+{
+    if (r == NULL)
+        return MHD_NO;
+    enum MHD_Result ok = MHD_queue_response(conn, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+static enum MHD_Result answer_error(struct mg_req *req, int status, const char *msg,
+                                    const char *allow)
+{
+    struct MHD_Response *r = mg__error_response(msg, req);
+    if (r != NULL && allow != NULL)
+        MHD_add_response_header(r, "Allow", allow);
+    return queue(req->conn, status, r);
+}
+
+static enum MHD_Result run_unary(struct mg_req *req, mg_handler_fn fn)
+{
+    struct mg_res res;
+    mg__res_init(&res);
+    int rc = fn(req, &res);
+    struct MHD_Response *r = mg__res_to_mhd(&res, rc, req);
+    int status = res.status;
+    mg__res_clear(&res);
+    return queue(req->conn, status, r);
+}
+
+static enum MHD_Result dispatch(struct server *srv, struct mg_req *req)
+{
+    if (req->body_too_large)
+        return answer_error(req, 413, "request body too large", NULL);
+
+    if (strcmp(req->path, PROBE_PATH) == 0) {
+        if (srv->health == NULL)
+            return queue(req->conn, 200,
+                         MHD_create_response_from_buffer(3, (void *)"ok\n", MHD_RESPMEM_PERSISTENT));
+        if (mg__req_prepare(req, NULL) != 0)
+            return MHD_NO;
+        return run_unary(req, srv->health->unary);
+    }
+
+    struct mg_route_match m;
+    char allow[256];
+    char *allowp = allow;
+    size_t allowlen = mg_router_allow_max(srv->router);
+    if (allowlen > sizeof(allow) && (allowp = malloc(allowlen)) == NULL)
+        return MHD_NO;
+    else if (allowlen <= sizeof(allow))
+        allowlen = sizeof(allow);
+    enum mg_route_result found =
+        mg_router_match(srv->router, req->method, req->path, req->pathlen, &m, allowp, allowlen);
+    enum MHD_Result ok;
+    if (found == MG_ROUTE_NO_PATH) {
+        ok = answer_error(req, 404, "no route", NULL);
+    } else if (found == MG_ROUTE_NO_METHOD) {
+        ok = answer_error(req, 405, "method not allowed", allowp);
+    } else if (mg__req_prepare(req, &m) != 0) {
+        ok = MHD_NO;
+    } else {
+        const mg_route *route = m.data;
+        ok = route->kind == MG_ROUTE_STREAM ? mg__stream_start(req, route->stream)
+                                            : run_unary(req, route->unary);
+    }
+    if (allowp != allow)
+        free(allowp);
+    return ok;
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    (void)url, (void)version;
+    struct server *srv = cls;
+    struct mg_req *req = *con_cls;
+    if (req == NULL)
+        return MHD_NO;
+    if (req->method == NULL) {
+        /* First call: headers only. Answering now would make MHD close the
+         * connection, so wait for the body (or its absence). */
+        if ((req->method = strdup(method)) == NULL)
+            return MHD_NO;
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        if (!req->body_too_large &&
+            mg__buf_append(&req->body, upload_data, *upload_data_size) != 0)
+            req->body_too_large = true;
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (req->dispatched)
+        return MHD_YES;
+    req->dispatched = true;
+    (void)conn;
+    return dispatch(srv, req);
+}
+
+static void reopen_log(const char *path)
+{
+    if (path == NULL)
+        return;
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        mg_log(MG_LOG_ERROR, "cannot reopen log %s: %s", path, strerror(errno));
+        return;
+    }
+    dup2(fd, STDOUT_FILENO);
+    dup2(fd, STDERR_FILENO);
+    close(fd);
+}
+
+int mg__serve(const mg_module *module, const struct mg_serve_opts *opts)
+{
+    char err[512];
+    struct server srv = { .module = module, .max_body = opts->max_body };
+    module_name = module->name;
+
+    if (opts->parent_pid > 0) {
+        /* Die with the gateway, even if it is SIGKILLed; the check after
+         * prctl closes the window where the parent died first. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != opts->parent_pid)
+            return 111;
+    }
+
+    /* Signals are taken by sigwait in this thread only; every MHD thread
+     * inherits the mask. */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    mg_init_fn init = NULL;
+    srv.router = mg_router_new();
+    if (srv.router == NULL)
+        return 111;
+    for (size_t i = 0; i < module->nroutes; i++) {
+        const mg_route *r = &module->routes[i];
+        if (r->kind == MG_ROUTE_HEALTH) {
+            srv.health = r;
+            continue;
+        }
+        if (r->kind == MG_ROUTE_INIT) {
+            init = r->init;
+            continue;
+        }
+        int rc = mg_router_add(srv.router, r->method, r->pattern, (void *)r, NULL, err,
+                               sizeof(err));
+        if (rc != 0) {
+            mg_log(MG_LOG_ERROR, "bad route: %s", err);
+            mg_router_free(srv.router);
+            return 100;
+        }
+    }
+    if (init != NULL && init() != 0) {
+        mg_log(MG_LOG_ERROR, "start-up hook failed");
+        mg_router_free(srv.router);
+        return 1;
+    }
+
+    int lfd = mg__listen(opts->listen, err, sizeof(err));
+    if (lfd < 0) {
+        mg_log(MG_LOG_ERROR, "%s", err);
+        mg_router_free(srv.router);
+        return 111;
+    }
+
+    struct MHD_Daemon *d = MHD_start_daemon(
+        MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
+            MHD_USE_ITC |
+            MHD_USE_ERROR_LOG,
+        0, NULL, NULL, on_request, &srv,
+        MHD_OPTION_LISTEN_SOCKET, lfd,
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, &srv,
+        MHD_OPTION_NOTIFY_COMPLETED, on_completed, &srv,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
+        MHD_OPTION_THREAD_STACK_SIZE, (size_t)(1024 * 1024),
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned)100000,
+        MHD_OPTION_END);
+    if (d == NULL) {
+        mg_log(MG_LOG_ERROR, "cannot start the HTTP server on %s", opts->listen);
+        close(lfd);
+        mg_router_free(srv.router);
+        return 111;
+    }
+
+    if (opts->ready_fd >= 0) {
+        ssize_t w;
+        do
+            w = write(opts->ready_fd, "R", 1);
+        while (w < 0 && errno == EINTR);
+        close(opts->ready_fd);
+    } else {
+        char where[256];
+        if (mg__listen_address(lfd, where, sizeof(where)) != 0)
+            snprintf(where, sizeof(where), "%s", opts->listen);
+        printf("modgate: module %s ready on %s\n", module->name, where);
+        fflush(stdout);
+    }
+
+    for (;;) {
+        int sig = sigwaitinfo(&set, NULL);
+        if (sig == SIGHUP) {
+            reopen_log(opts->log_path);
+            continue;
+        }
+        if (sig == SIGTERM || sig == SIGINT)
+            break;
+    }
+
+    /* Stop accepting, then let in-flight requests finish; the gateway
+     * SIGKILLs us if that takes longer than its stop timeout. */
+    int qfd = MHD_quiesce_daemon(d);
+    if (qfd >= 0)
+        close(qfd);
+    while (atomic_load(&active_requests) > 0)
+        usleep(10 * 1000);
+    MHD_stop_daemon(d);
+    mg_router_free(srv.router);
+    if (strncmp(opts->listen, "unix:", 5) == 0 && opts->parent_pid == 0)
+        unlink(opts->listen + 5);
+    return 0;
+}

@@ -1,0 +1,92 @@
+/*
+ * The module runtime's internals: request, response and stream objects and
+ * the server that drives them. See runtime.c for the threading model.
+ */
+#ifndef MG_RUNTIME_H
+#define MG_RUNTIME_H
+
+#include <modgate/module.h>
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include "router.h"
+#include "util.h"
+
+struct mg_kv {
+    const char *name;
+    const char *value;
+};
+
+/* One request. Made by the URI-log callback, freed when MHD reports it
+ * complete or, for a stream, when the handler thread is done too. */
+struct mg_req {
+    struct MHD_Connection *conn;
+    const mg_module *module;
+    char *method;
+    char *target;            /* raw request target as sent: path?query */
+    size_t pathlen;
+    char *path;              /* target[0..pathlen), NUL-terminated */
+    const char *query;       /* after '?', or "" */
+    struct mg_kv *args;      /* decoded query arguments (owned strings) */
+    size_t nargs;
+    struct mg_kv *headers;   /* owned copies */
+    size_t nheaders;
+    struct mg_kv caps[MG_ROUTER_MAX_CAPTURES]; /* decoded captures (owned values) */
+    size_t ncaps;
+    struct mg_buf body;
+    bool body_too_large;
+    bool dispatched;
+    struct mg_stream *stream; /* set once a stream handler took the request */
+};
+
+struct mg_res {
+    int status;
+    struct mg_kv *headers;   /* owned copies */
+    size_t nheaders, capheaders;
+    struct mg_buf body;
+    int err_status;          /* != 0 once mg_res_error was called */
+    char *err_msg;
+};
+
+/* Builders shared by unary and streaming responses. */
+void mg__res_init(struct mg_res *res);
+void mg__res_clear(struct mg_res *res);
+int mg__res_add_header(struct mg_res *res, const char *name, const char *value);
+int mg__res_set_error(struct mg_res *res, int status, const char *fmt, va_list ap);
+/* The MHD response for a handler's outcome: `rc` is its return value.
+ * Consumes res's body. NULL on ENOMEM. */
+struct MHD_Response *mg__res_to_mhd(struct mg_res *res, int rc, const mg_req *req);
+/* A JSON error body {"error", "module", "request_id"}; the caller queues it
+ * with its status. */
+struct MHD_Response *mg__error_response(const char *msg, const mg_req *req);
+int mg__add_headers(struct MHD_Response *r, const struct mg_res *res);
+
+/* Requests. */
+struct mg_req *mg__req_new(const mg_module *module, const char *target, size_t max_body);
+void mg__req_free(struct mg_req *req);
+/* Fills headers, query arguments and captures; 0 or -1 on ENOMEM. */
+int mg__req_prepare(struct mg_req *req, const struct mg_route_match *m);
+
+/* Streams: run `fn` on a thread of its own; blocks until the handler has
+ * written its first chunk or returned, then queues the answer. */
+enum MHD_Result mg__stream_start(struct mg_req *req, mg_stream_fn fn);
+/* The client's connection ended (MHD completion callback). */
+void mg__stream_connection_closed(struct mg_stream *s, bool ok);
+
+const char *mg__current_module_name(void);
+
+struct mg_serve_opts {
+    const char *listen;      /* "HOST:PORT" or "unix:PATH" */
+    int ready_fd;            /* -1: none; else write one byte once listening */
+    pid_t parent_pid;        /* 0: standalone; else die with this parent */
+    const char *log_path;    /* reopened onto stdout/stderr at SIGHUP */
+    size_t max_body;
+};
+
+/* Serves `module` until SIGTERM/SIGINT; returns the process exit code. */
+int mg__serve(const mg_module *module, const struct mg_serve_opts *opts);
+
+#endif

@@ -1,0 +1,43 @@
+/*
+ * Small helpers shared by the module runtime and the gateway: clocks,
+ * timestamps, JSON string escaping, percent-decoding. Internal (mg__ prefix),
+ * not installed.
+ */
+#ifndef MG_UTIL_H
+#define MG_UTIL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Monotonic clock in milliseconds / microseconds. */
+uint64_t mg__now_ms(void);
+uint64_t mg__now_us(void);
+
+/* Writes "2026-11-22T18:13:27.123Z" (24 chars + NUL) into buf[32]. */
+void mg__timestamp(char buf[32]);
+
+/* A growable byte buffer that refuses to grow past `max` (curl's dynbuf
+ * shape): appends fail with -1 instead of truncating. */
+struct mg_buf {
+    char *data;
+    size_t len, cap, max;
+};
+void mg__buf_init(struct mg_buf *b, size_t max);
+int mg__buf_append(struct mg_buf *b, const void *data, size_t len);
+int mg__buf_printf(struct mg_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Appends `s` as a JSON string literal, quotes included. */
+int mg__buf_json_string(struct mg_buf *b, const char *s, size_t len);
+void mg__buf_free(struct mg_buf *b);
+/* Hands the bytes to the caller (caller frees), leaving b empty. */
+char *mg__buf_steal(struct mg_buf *b, size_t *len);
+
+/* Decodes %XX (and '+' as space when `plus` is set) from src[0..len) into a
+ * new NUL-terminated string (caller frees); NULL on ENOMEM. Malformed
+ * escapes are kept as they are. */
+char *mg__percent_decode(const char *src, size_t len, bool plus);
+
+/* The standard reason phrase of an HTTP status, "Unknown" for others. */
+const char *mg__reason(int status);
+
+#endif

@@ -1,0 +1,283 @@
+/*
+ * Admin endpoints. The admin server is a separate libmicrohttpd daemon
+ * with one internal thread: it is low traffic, and keeping it apart means
+ * a flood on the public port never locks operators out.
+ */
+#include "admin.h"
+
+#include <inttypes.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "errors.h"
+#include "gw.h"
+#include "logfile.h"
+#include "logtail.h"
+
+struct gw_admin {
+    struct gateway *gw;
+    struct MHD_Daemon *mhd;
+};
+
+static bool path_is(const char *target, size_t pathlen, const char *path)
+{
+    return strlen(path) == pathlen && memcmp(target, path, pathlen) == 0;
+}
+
+/* readyz: ok when every enabled module is ready. *body: caller frees. */
+static int readyz(struct gateway *gw, const char **body)
+{
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (f == NULL)
+        return 500;
+    bool all = true;
+    for (size_t i = 0; i < gw->nmodules; i++) {
+        struct gw_module *m = &gw->modules[i];
+        pthread_mutex_lock(&m->mu);
+        enum gw_state st = m->state;
+        bool serving = m->serving != NULL;
+        pthread_mutex_unlock(&m->mu);
+        if (!serving || st != GW_READY) {
+            fprintf(f, "%s%s (%s)", all ? "not ready: " : ", ", m->name, gw_state_name(st));
+            all = false;
+        }
+    }
+    if (all)
+        fputs("ok\n", f);
+    else
+        fputs("\n", f);
+    fclose(f);
+    *body = text;
+    return all ? 200 : 503;
+}
+
+int gw_admin_public(struct gateway *gw, const char *method, const char *target, size_t pathlen,
+                    const char **body, const char **ctype)
+{
+    if (pathlen < 3 || memcmp(target, "/-/", 3) != 0)
+        return 0;
+    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+        return 0;
+    *ctype = "text/plain; charset=utf-8";
+    if (path_is(target, pathlen, "/-/healthz")) {
+        *body = strdup("ok\n");
+        return *body ? 200 : 500;
+    }
+    if (path_is(target, pathlen, "/-/readyz"))
+        return readyz(gw, body);
+    return 0;
+}
+
+static json_t *module_json(struct gw_module *m)
+{
+    pthread_mutex_lock(&m->mu);
+    json_t *o = json_object();
+    json_object_set_new(o, "name", json_string(m->name));
+    json_object_set_new(o, "state", json_string(gw_state_name(m->state)));
+    json_object_set_new(o, "pid", m->pid > 0 ? json_integer(m->pid) : json_null());
+    json_object_set_new(o, "incarnation", json_integer(m->incarnations));
+    json_object_set_new(o, "restarts", json_integer(m->restarts));
+    if (m->started_at > 0) {
+        char ts[32];
+        struct tm tm;
+        gmtime_r(&m->started_at, &tm);
+        strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%SZ", &tm);
+        json_object_set_new(o, "started_at", json_string(ts));
+    } else {
+        json_object_set_new(o, "started_at", json_null());
+    }
+    json_object_set_new(o, "last_exit", m->last_exit[0] ? json_string(m->last_exit) : json_null());
+    json_object_set_new(o, "last_probe_rtt_ms",
+                        m->last_probe_rtt_us >= 0 ? json_real((double)m->last_probe_rtt_us / 1000.0)
+                                                  : json_null());
+    pthread_mutex_unlock(&m->mu);
+    json_object_set_new(o, "active_requests", json_integer(atomic_load(&m->active)));
+    json_object_set_new(o, "log_file", json_string(m->log_path));
+    json_t *routes = json_array();
+    for (size_t i = 0; i < m->desc->nroutes; i++) {
+        const mg_route *r = &m->desc->routes[i];
+        if (r->kind == MG_ROUTE_HEALTH || r->kind == MG_ROUTE_INIT)
+            continue;
+        char buf[512];
+        snprintf(buf, sizeof(buf), "%s %s", r->method[0] == '*' ? "ANY" : r->method, r->pattern);
+        json_array_append_new(routes, json_string(buf));
+    }
+    json_object_set_new(o, "routes", routes);
+    return o;
+}
+
+static struct gw_module *find_module(struct gateway *gw, const char *name, size_t len)
+{
+    for (size_t i = 0; i < gw->nmodules; i++)
+        if (strlen(gw->modules[i].name) == len && memcmp(gw->modules[i].name, name, len) == 0)
+            return &gw->modules[i];
+    return NULL;
+}
+
+static enum MHD_Result send_text(struct MHD_Connection *c, int status, const char *ctype,
+                                 char *body, size_t len)
+{
+    struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback(len, body, free);
+    if (r == NULL) {
+        free(body);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, "Content-Type", ctype);
+    enum MHD_Result ok = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *j)
+{
+    char *text = json_dumps(j, JSON_INDENT(2));
+    json_decref(j);
+    if (text == NULL)
+        return MHD_NO;
+    size_t len = strlen(text);
+    char *body = realloc(text, len + 2);
+    if (body == NULL) {
+        free(text);
+        return MHD_NO;
+    }
+    body[len] = '\n';
+    body[len + 1] = '\0';
+    return send_text(c, status, "application/json", body, len + 1);
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, int status, const char *cause,
+                                  const char *msg, const char *module)
+{
+    uint64_t len;
+    struct MHD_Response *r = gw_error_response(msg, module, 0, cause, "-", &len);
+    if (r == NULL)
+        return MHD_NO;
+    if (status == 401)
+        MHD_add_response_header(r, "WWW-Authenticate", "Bearer realm=\"modgate admin\"");
+    enum MHD_Result ok = MHD_queue_response(c, (unsigned)status, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
+static bool authorized(struct gateway *gw, struct MHD_Connection *c)
+{
+    const char *token = gw->cfg.admin_token;
+    if (token == NULL)
+        return true;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
+        return false;
+    const char *given = h + 7;
+    size_t a = strlen(given), b = strlen(token);
+    /* Compare in constant time over the token's length. */
+    unsigned char diff = a != b;
+    for (size_t i = 0; i < b; i++)
+        diff |= (unsigned char)(token[i] ^ (i < a ? given[i] : 0));
+    return diff == 0;
+}
+
+static enum MHD_Result handle(struct gw_admin *a, struct MHD_Connection *c, const char *url,
+                              const char *method)
+{
+    struct gateway *gw = a->gw;
+    size_t ulen = strlen(url);
+    const char *body, *ctype;
+    int status = gw_admin_public(gw, method, url, ulen, &body, &ctype);
+    if (status != 0)
+        return send_text(c, status, ctype, (char *)body, strlen(body));
+    if (!authorized(gw, c))
+        return send_error(c, 401, "unauthorized", "admin token required", NULL);
+
+    bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    if (strcmp(url, "/-/modules") == 0) {
+        if (!get)
+            return send_error(c, 405, "method_not_allowed", "use GET", NULL);
+        json_t *arr = json_array();
+        for (size_t i = 0; i < gw->nmodules; i++)
+            json_array_append_new(arr, module_json(&gw->modules[i]));
+        return send_json(c, 200, arr);
+    }
+    if (strncmp(url, "/-/modules/", 11) == 0) {
+        const char *name = url + 11;
+        const char *slash = strchr(name, '/');
+        size_t nlen = slash ? (size_t)(slash - name) : strlen(name);
+        struct gw_module *m = find_module(gw, name, nlen);
+        if (m == NULL)
+            return send_error(c, 404, "no_module", "no such module", NULL);
+        if (slash == NULL) {
+            if (!get)
+                return send_error(c, 405, "method_not_allowed", "use GET", m->name);
+            return send_json(c, 200, module_json(m));
+        }
+        if (strcmp(slash, "/log") == 0) {
+            if (!get)
+                return send_error(c, 405, "method_not_allowed", "use GET", m->name);
+            const char *ls = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "lines");
+            unsigned long n = ls ? strtoul(ls, NULL, 10) : gw->cfg.health.log_tail_lines;
+            if (n > 100000)
+                n = 100000;
+            char *text;
+            size_t len;
+            int rc = gw_log_tail(m->log_path, (unsigned)n, 16u << 20, &text, &len);
+            if (rc != 0)
+                return send_error(c, 500, "log_unreadable", "cannot read the module's log",
+                                  m->name);
+            return send_text(c, 200, "text/plain; charset=utf-8", text, len);
+        }
+    }
+    return send_error(c, 404, "no_route", "no such admin endpoint", NULL);
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url,
+                                  const char *method, const char *version,
+                                  const char *upload_data, size_t *upload_data_size,
+                                  void **con_cls)
+{
+    (void)version, (void)upload_data;
+    if (*con_cls == NULL) {
+        *con_cls = (void *)1; /* answer on a later call: keeps keep-alive */
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    return handle(cls, c, url, method);
+}
+
+struct gw_admin *gw_admin_start(struct gateway *gw, char *err, size_t errlen)
+{
+    struct gw_admin *a = calloc(1, sizeof(*a));
+    if (a == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    a->gw = gw;
+    a->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
+                                  MHD_USE_ERROR_LOG,
+                              0, NULL, NULL, on_request, a,
+                              MHD_OPTION_LISTEN_SOCKET, gw->admin_fd,
+                              MHD_OPTION_CONNECTION_LIMIT, (unsigned)256,
+                              MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)30,
+                              MHD_OPTION_END);
+    if (a->mhd == NULL) {
+        snprintf(err, errlen, "cannot start the admin server");
+        free(a);
+        return NULL;
+    }
+    return a;
+}
+
+void gw_admin_stop(struct gw_admin *a)
+{
+    if (a == NULL)
+        return;
+    MHD_stop_daemon(a->mhd);
+    free(a);
+}

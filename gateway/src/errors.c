@@ -1,0 +1,87 @@
+#include "errors.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util.h"
+
+void gw_error_header_value(char *buf, size_t len, const char *module, unsigned incarnation,
+                           const char *cause)
+{
+    if (module != NULL && incarnation > 0)
+        snprintf(buf, len, "module=%s; incarnation=%u; cause=%s", module, incarnation,
+                 cause ? cause : "error");
+    else if (module != NULL)
+        snprintf(buf, len, "module=%s; cause=%s", module, cause ? cause : "error");
+    else
+        snprintf(buf, len, "cause=%s", cause ? cause : "error");
+}
+
+char *gw_error_json(const char *msg, const char *module, const char *request_id, size_t *len)
+{
+    struct mg_buf b;
+    mg__buf_init(&b, 1u << 20);
+    int rc = mg__buf_append(&b, "{\"error\": ", 10);
+    rc |= mg__buf_json_string(&b, msg, strlen(msg));
+    rc |= mg__buf_append(&b, ", \"module\": ", 12);
+    if (module != NULL)
+        rc |= mg__buf_json_string(&b, module, strlen(module));
+    else
+        rc |= mg__buf_append(&b, "null", 4);
+    rc |= mg__buf_append(&b, ", \"request_id\": ", 16);
+    rc |= mg__buf_json_string(&b, request_id, strlen(request_id));
+    rc |= mg__buf_append(&b, "}\n", 2);
+    if (rc != 0) {
+        mg__buf_free(&b);
+        return NULL;
+    }
+    return mg__buf_steal(&b, len);
+}
+
+struct MHD_Response *gw_error_response(const char *msg, const char *module,
+                                       unsigned incarnation, const char *cause,
+                                       const char *request_id, uint64_t *body_len)
+{
+    size_t len;
+    char *body = gw_error_json(msg, module, request_id, &len);
+    if (body == NULL)
+        return NULL;
+    struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback(len, body, free);
+    if (r == NULL) {
+        free(body);
+        return NULL;
+    }
+    char hv[256];
+    gw_error_header_value(hv, sizeof(hv), module, incarnation, cause);
+    if (MHD_add_response_header(r, "Content-Type", "application/json") != MHD_YES ||
+        MHD_add_response_header(r, GW_ERROR_HEADER, hv) != MHD_YES ||
+        MHD_add_response_header(r, "X-Request-Id", request_id) != MHD_YES) {
+        MHD_destroy_response(r);
+        return NULL;
+    }
+    *body_len = len;
+    return r;
+}
+
+struct MHD_Response *gw_local_response(const char *body, const char *content_type,
+                                       const char *request_id, uint64_t *body_len)
+{
+    size_t len = strlen(body);
+    char *copy = malloc(len + 1);
+    if (copy == NULL)
+        return NULL;
+    memcpy(copy, body, len + 1);
+    struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback(len, copy, free);
+    if (r == NULL) {
+        free(copy);
+        return NULL;
+    }
+    if (MHD_add_response_header(r, "Content-Type", content_type) != MHD_YES ||
+        (request_id != NULL && MHD_add_response_header(r, "X-Request-Id", request_id) != MHD_YES)) {
+        MHD_destroy_response(r);
+        return NULL;
+    }
+    *body_len = len;
+    return r;
+}

@@ -1,0 +1,425 @@
+/*
+ * mg_gateway_main: command line, startup and shutdown of the gateway.
+ *
+ * Startup order matters: signals are blocked (by the supervisor) before any
+ * thread exists, so every thread inherits the mask and only the
+ * supervisor's signalfd sees them; modules are started and waited for
+ * before the loops accept requests; the ready line is printed last.
+ */
+#include <modgate/gateway.h>
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "admin.h"
+#include "config.h"
+#include "gw.h"
+#include "listen.h"
+#include "logfile.h"
+#include "loop.h"
+#include "registry.h"
+#include "supervisor.h"
+
+#ifndef MODGATE_VERSION
+#define MODGATE_VERSION "0.0.0"
+#endif
+
+void gw_notify_module_died(struct gateway *gw)
+{
+    for (unsigned i = 0; i < gw->nloops; i++)
+        gw_loop_command(gw->loops[i], GW_CMD_DEATH);
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: modgate [--config FILE] [--listen HOST:PORT] [--admin-listen HOST:PORT]\n"
+            "               [--log-dir DIR] [--help] [--version]\n"
+            "       modgate --module NAME --listen HOST:PORT|unix:PATH\n"
+            "\n"
+            "Runs the modgate gateway: every enabled module in its own process, behind one\n"
+            "HTTP listener. Flags override the config file; the config file overrides the\n"
+            "embedded defaults (listen 127.0.0.1:8080, admin 127.0.0.1:9901, log dir ./logs).\n"
+            "Port 0 picks a free port. With --module, runs one module alone.\n"
+            "\n"
+            "modules:");
+    size_t n;
+    const mg_module *const *mods = mg__modules(&n);
+    for (size_t i = 0; i < n; i++)
+        fprintf(f, " %s", mods[i]->name);
+    fprintf(f, "\n");
+}
+
+static int mkdir_p(const char *path)
+{
+    char *p = strdup(path);
+    if (p == NULL)
+        return -ENOMEM;
+    for (char *s = p + 1; *s; s++) {
+        if (*s != '/')
+            continue;
+        *s = '\0';
+        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+            int e = errno;
+            free(p);
+            return -e;
+        }
+        *s = '/';
+    }
+    int rc = mkdir(p, 0755) != 0 && errno != EEXIST ? -errno : 0;
+    free(p);
+    return rc;
+}
+
+static void raise_fd_limit(void)
+{
+    /* Each client needs a descriptor and so does its module connection. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
+static char *path_join(const char *dir, const char *name)
+{
+    char *p = NULL;
+    return asprintf(&p, "%s/%s", dir, name) < 0 ? NULL : p;
+}
+
+/* Builds the route table; two modules declaring the same method and path
+ * is an error naming both. */
+static int build_routes(struct gateway *gw, char *err, size_t errlen)
+{
+    gw->routes = mg_router_new();
+    if (gw->routes == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < gw->nmodules; i++) {
+        struct gw_module *m = &gw->modules[i];
+        for (size_t j = 0; j < m->desc->nroutes; j++) {
+            const mg_route *r = &m->desc->routes[j];
+            if (r->kind == MG_ROUTE_HEALTH || r->kind == MG_ROUTE_INIT)
+                continue;
+            void *dup = NULL;
+            char why[512];
+            int rc = mg_router_add(gw->routes, r->method, r->pattern, m, &dup, why, sizeof(why));
+            if (rc == -EEXIST) {
+                struct gw_module *other = dup;
+                snprintf(err, errlen, "route conflict: module %s and module %s both declare %s",
+                         other->name, m->name, why);
+                return rc;
+            }
+            if (rc != 0) {
+                snprintf(err, errlen, "module %s: %s", m->name, rc == -ENOMEM ? "out of memory" : why);
+                return rc;
+            }
+        }
+    }
+    return 0;
+}
+
+static int setup_modules(struct gateway *gw, char *err, size_t errlen)
+{
+    const struct gw_config *c = &gw->cfg;
+    gw->modules = calloc(c->nmodules ? c->nmodules : 1, sizeof(*gw->modules));
+    if (gw->modules == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < c->nmodules; i++) {
+        if (!c->modules[i].enabled)
+            continue;
+        struct gw_module *m = &gw->modules[gw->nmodules++];
+        m->conf = &c->modules[i];
+        m->name = c->modules[i].name;
+        m->desc = mg__module_find(m->name);
+        m->log_fd = -1;
+        m->last_probe_rtt_us = -1;
+        pthread_mutex_init(&m->mu, NULL);
+        char file[300];
+        snprintf(file, sizeof(file), "%s.log", m->name);
+        m->log_path = path_join(c->log_dir, file);
+        if (m->log_path == NULL)
+            return -ENOMEM;
+        m->log_fd = gw_open_log(m->log_path);
+        if (m->log_fd < 0) {
+            snprintf(err, errlen, "cannot open %s: %s", m->log_path, strerror(-m->log_fd));
+            return m->log_fd;
+        }
+    }
+    return 0;
+}
+
+static int make_run_dir(struct gateway *gw, char *err, size_t errlen)
+{
+    const char *tmp = getenv("TMPDIR");
+    char *tmpl = path_join(tmp && tmp[0] ? tmp : "/tmp", "modgate-XXXXXX");
+    if (tmpl == NULL)
+        return -ENOMEM;
+    /* mkdtemp makes it 0700: only the gateway's user reaches the sockets. */
+    if (mkdtemp(tmpl) == NULL) {
+        snprintf(err, errlen, "cannot create the socket directory %s: %s", tmpl, strerror(errno));
+        free(tmpl);
+        return -errno;
+    }
+    gw->run_dir = tmpl;
+    size_t limit = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
+    for (size_t i = 0; i < gw->nmodules; i++) {
+        size_t need = strlen(tmpl) + 1 + strlen(gw->modules[i].name) + strlen(".4294967295.sock");
+        if (need > limit) {
+            snprintf(err, errlen,
+                     "socket path for module %s would be %zu bytes (%s/%s.N.sock), longer than "
+                     "the system's limit of %zu; set TMPDIR to a shorter directory",
+                     gw->modules[i].name, need, tmpl, gw->modules[i].name, limit);
+            return -ENAMETOOLONG;
+        }
+    }
+    return 0;
+}
+
+static void print_modules(struct gateway *gw)
+{
+    for (size_t i = 0; i < gw->nmodules; i++) {
+        struct gw_module *m = &gw->modules[i];
+        pthread_mutex_lock(&m->mu);
+        enum gw_state st = m->state;
+        pid_t pid = m->pid;
+        char sock[4096] = "-";
+        if (m->serving != NULL)
+            snprintf(sock, sizeof(sock), "%s", m->serving->socket_path);
+        char last[192];
+        snprintf(last, sizeof(last), "%s", m->last_exit);
+        pthread_mutex_unlock(&m->mu);
+        if (st == GW_READY) {
+            printf("modgate: module %s ready: pid %d, socket %s, routes", m->name, (int)pid, sock);
+            const char *sep = " ";
+            for (size_t j = 0; j < m->desc->nroutes; j++) {
+                const mg_route *r = &m->desc->routes[j];
+                if (r->kind == MG_ROUTE_HEALTH || r->kind == MG_ROUTE_INIT)
+                    continue;
+                printf("%s%s %s", sep, r->method[0] == '*' ? "ANY" : r->method, r->pattern);
+                sep = ", ";
+            }
+            printf("\n");
+        } else {
+            printf("modgate: module %s not ready (%s): %s; see %s\n", m->name, gw_state_name(st),
+                   last[0] ? last : "start failed", m->log_path);
+        }
+    }
+}
+
+static unsigned loop_count(void)
+{
+    const char *env = getenv("MODGATE_LOOPS");
+    long n = env ? strtol(env, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
+    if (n < 1)
+        n = 1;
+    if (n > 64)
+        n = 64;
+    return (unsigned)n;
+}
+
+static void gateway_free(struct gateway *gw)
+{
+    for (unsigned i = 0; i < gw->nloops; i++)
+        gw_loop_join_free(gw->loops[i]);
+    free(gw->loops);
+    gw->loops = NULL;
+    gw->nloops = 0;
+    gw_admin_stop(gw->admin);
+    gw_supervisor_free(gw->supervisor);
+    if (gw->listen_fd >= 0)
+        close(gw->listen_fd);
+    if (gw->admin == NULL && gw->admin_fd >= 0)
+        close(gw->admin_fd);
+    if (gw->run_dir != NULL)
+        rmdir(gw->run_dir);
+    free(gw->run_dir);
+    for (size_t i = 0; i < gw->nmodules; i++) {
+        struct gw_module *m = &gw->modules[i];
+        if (m->log_fd >= 0)
+            close(m->log_fd);
+        free(m->log_path);
+        free(m->restart_times);
+        pthread_mutex_destroy(&m->mu);
+    }
+    free(gw->modules);
+    mg_router_free(gw->routes);
+    if (gw->access_fd >= 0)
+        close(gw->access_fd);
+    free(gw->access_path);
+    gw_log_close();
+    gw_config_free(&gw->cfg);
+}
+
+int mg_gateway_main(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--module") == 0)
+            return mg_module_main(argc, argv);
+
+    const char *config_path = NULL, *listen = NULL, *admin_listen = NULL, *log_dir = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        if (strcmp(a, "--version") == 0) {
+            printf("modgate %s\n", MODGATE_VERSION);
+            return 0;
+        }
+        const char **slot = strcmp(a, "--config") == 0         ? &config_path
+                            : strcmp(a, "--listen") == 0       ? &listen
+                            : strcmp(a, "--admin-listen") == 0 ? &admin_listen
+                            : strcmp(a, "--log-dir") == 0      ? &log_dir
+                                                               : NULL;
+        if (slot == NULL || i + 1 >= argc) {
+            fprintf(stderr, "modgate: %s: %s\n", slot ? "missing value after" : "unknown argument",
+                    a);
+            usage(stderr);
+            return 2;
+        }
+        *slot = argv[++i];
+    }
+
+    struct gateway gw = { .listen_fd = -1, .admin_fd = -1, .access_fd = -1 };
+    char err[1024];
+    size_t nmods;
+    const mg_module *const *mods = mg__modules(&nmods);
+    const char **names = calloc(nmods ? nmods : 1, sizeof(char *));
+    if (names == NULL)
+        return 1;
+    for (size_t i = 0; i < nmods; i++)
+        names[i] = mods[i]->name;
+    int rc = gw_config_defaults(&gw.cfg, names, nmods);
+    free(names);
+    if (rc != 0)
+        return 1;
+    if (config_path != NULL && gw_config_apply_file(&gw.cfg, config_path, err, sizeof(err)) != 0) {
+        fprintf(stderr, "modgate: config error: %s\n", err);
+        gw_config_free(&gw.cfg);
+        return 2;
+    }
+    const char *bad = NULL;
+    if (listen != NULL && mg__check_host_port(listen) != 0)
+        bad = "--listen";
+    else if (admin_listen != NULL && mg__check_host_port(admin_listen) != 0)
+        bad = "--admin-listen";
+    if (bad != NULL) {
+        fprintf(stderr, "modgate: %s: expected HOST:PORT with a port from 0 to 65535\n", bad);
+        gw_config_free(&gw.cfg);
+        return 2;
+    }
+    if ((listen && gw_config_set_string(&gw.cfg.listen, listen) != 0) ||
+        (admin_listen && gw_config_set_string(&gw.cfg.admin_listen, admin_listen) != 0) ||
+        (log_dir && gw_config_set_string(&gw.cfg.log_dir, log_dir) != 0)) {
+        gw_config_free(&gw.cfg);
+        return 1;
+    }
+
+    raise_fd_limit();
+    curl_global_init(CURL_GLOBAL_DEFAULT);
+    int exit_code = 1;
+
+    if ((rc = mkdir_p(gw.cfg.log_dir)) != 0) {
+        fprintf(stderr, "modgate: cannot create log dir %s: %s\n", gw.cfg.log_dir, strerror(-rc));
+        goto out;
+    }
+    char *gwlog = path_join(gw.cfg.log_dir, "gateway.log");
+    rc = gwlog ? gw_log_open(gwlog) : -ENOMEM;
+    if (rc != 0)
+        fprintf(stderr, "modgate: cannot open %s: %s\n", gwlog ? gwlog : "gateway.log",
+                strerror(-rc));
+    free(gwlog);
+    if (rc != 0)
+        goto out;
+    gw.access_path = path_join(gw.cfg.log_dir, "access.log");
+    gw.access_fd = gw.access_path ? gw_open_log(gw.access_path) : -ENOMEM;
+    if (gw.access_fd < 0) {
+        gw_log(GW_ERROR, "cannot open access.log: %s", strerror(-gw.access_fd));
+        goto out;
+    }
+    if (setup_modules(&gw, err, sizeof(err)) != 0) {
+        gw_log(GW_ERROR, "%s", err);
+        goto out;
+    }
+    if (build_routes(&gw, err, sizeof(err)) != 0) {
+        gw_log(GW_ERROR, "%s", err);
+        exit_code = 2;
+        goto out;
+    }
+    if (make_run_dir(&gw, err, sizeof(err)) != 0) {
+        gw_log(GW_ERROR, "%s", err);
+        goto out;
+    }
+    gw.listen_fd = mg__listen(gw.cfg.listen, err, sizeof(err));
+    if (gw.listen_fd < 0 || mg__listen_address(gw.listen_fd, gw.listen_addr,
+                                               sizeof(gw.listen_addr)) != 0) {
+        gw_log(GW_ERROR, "%s", err);
+        goto out;
+    }
+    gw.admin_fd = mg__listen(gw.cfg.admin_listen, err, sizeof(err));
+    if (gw.admin_fd < 0 || mg__listen_address(gw.admin_fd, gw.admin_addr,
+                                              sizeof(gw.admin_addr)) != 0) {
+        gw_log(GW_ERROR, "%s", err);
+        goto out;
+    }
+    gw_log(GW_INFO, "modgate %s starting: listen %s, admin %s, %zu modules", MODGATE_VERSION,
+           gw.listen_addr, gw.admin_addr, gw.nmodules);
+
+    gw.supervisor = gw_supervisor_new(&gw, err, sizeof(err));
+    if (gw.supervisor == NULL) {
+        gw_log(GW_ERROR, "%s", err);
+        goto out;
+    }
+    gw_supervisor_start_modules(gw.supervisor);
+    print_modules(&gw);
+
+    gw.nloops = 0;
+    unsigned want = loop_count();
+    gw.loops = calloc(want, sizeof(*gw.loops));
+    if (gw.loops == NULL)
+        goto out;
+    for (unsigned i = 0; i < want; i++) {
+        /* nloops is read by gw_loop_new for the per-loop connection limit. */
+        gw.nloops = want;
+        struct gw_loop *l = gw_loop_new(&gw, i, err, sizeof(err));
+        gw.nloops = i;
+        if (l == NULL) {
+            gw_log(GW_ERROR, "%s", err);
+            goto out;
+        }
+        gw.loops[gw.nloops++] = l;
+    }
+    for (unsigned i = 0; i < gw.nloops; i++)
+        if ((rc = gw_loop_start(gw.loops[i])) != 0) {
+            gw_log(GW_ERROR, "cannot start loop %u: %s", i, strerror(-rc));
+            goto out;
+        }
+    gw.admin = gw_admin_start(&gw, err, sizeof(err));
+    if (gw.admin == NULL) {
+        gw_log(GW_ERROR, "%s", err);
+        goto out;
+    }
+    printf("modgate: ready on http://%s (admin http://%s)\n", gw.listen_addr, gw.admin_addr);
+    fflush(stdout);
+    gw_log(GW_INFO, "ready on http://%s (admin http://%s)", gw.listen_addr, gw.admin_addr);
+
+    exit_code = gw_supervisor_run(gw.supervisor);
+    gw_log(GW_INFO, "stopped");
+out:
+    if (exit_code != 0 && gw.supervisor != NULL && gw.nloops > 0) {
+        /* Startup failed after the loops started: stop them first. */
+        for (unsigned i = 0; i < gw.nloops; i++)
+            gw_loop_drain(gw.loops[i], 0);
+    }
+    gateway_free(&gw);
+    curl_global_cleanup();
+    return exit_code;
+}

@@ -1,0 +1,24 @@
+/*
+ * The proxy's header rules, in one place (RFC 9110 §7.6.1, RFC 9112).
+ */
+#ifndef GW_HEADERS_H
+#define GW_HEADERS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* True for the hop-by-hop headers a proxy must not forward in either
+ * direction: Connection, Keep-Alive, TE, Trailer, Transfer-Encoding,
+ * Upgrade, Proxy-* (RFC 9110 §7.6.1). */
+bool gw_header_is_hop_by_hop(const char *name, size_t len);
+
+/* True if `name` is one of the comma-separated tokens of a Connection
+ * header value (those headers are hop-by-hop too). */
+bool gw_header_in_connection(const char *connection, const char *name, size_t len);
+
+/* True for an acceptable client-supplied X-Request-Id: 1 to 128 visible
+ * ASCII characters other than '"' and '\\' (it is echoed into JSON and
+ * logs). */
+bool gw_request_id_valid(const char *id);
+
+#endif

@@ -1,0 +1,68 @@
+/*
+ * An event loop: one thread that owns one libmicrohttpd daemon (external
+ * epoll mode) on the shared public listen socket and one curl multi handle
+ * (socket-action mode). The gateway runs one loop per core. A request is
+ * accepted, forwarded and answered on one loop, without locks, queues or
+ * thread hand-offs; other threads talk to a loop only through its eventfd.
+ */
+#ifndef GW_LOOP_H
+#define GW_LOOP_H
+
+#include <curl/curl.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "gw.h"
+#include "list.h"
+#include "util.h"
+
+enum { GW_CMD_DEATH = 1, GW_CMD_DRAIN = 2 };
+
+struct gw_loop {
+    struct gateway *gw;
+    unsigned index;
+    pthread_t thread;
+    bool started;
+    int epfd;
+    int wakefd;                 /* eventfd: other threads' commands */
+    atomic_uint commands;       /* GW_CMD_* bits */
+    struct MHD_Daemon *mhd;
+    int mhd_fd;
+    CURLM *multi;
+    int64_t curl_deadline_ms;   /* -1: curl wants no timeout */
+    bool resumed;               /* a connection was resumed since the last MHD_run */
+
+    struct gw_link requests;      /* every live request */
+    struct gw_link header_waiters;/* forwarded, no response headers yet; oldest first */
+    struct gw_link idle_streams;  /* streaming responses, least recently active first */
+    struct gw_link death_waiters; /* upstream broke; waiting to learn how the module died */
+    struct gw_link unpauses;      /* transfers to unpause after MHD_run */
+    size_t nrequests;
+
+    CURL **easy_pool;           /* idle easy handles, reused */
+    size_t neasy, capeasy;
+
+    struct mg_buf access_buf;   /* access-log lines not yet written */
+    uint64_t rng[2];
+
+    bool draining;
+    uint64_t drain_deadline_ms;
+};
+
+/* Creates loop `index` on the gateway's listen socket; NULL with err set. */
+struct gw_loop *gw_loop_new(struct gateway *gw, unsigned index, char *err, size_t errlen);
+int gw_loop_start(struct gw_loop *l);
+/* Asks the loop (from any thread) to act on GW_CMD_* bits. */
+void gw_loop_command(struct gw_loop *l, unsigned cmd);
+/* Stops accepting, finishes in-flight requests until `deadline_ms`
+ * (monotonic), then ends the thread. */
+void gw_loop_drain(struct gw_loop *l, uint64_t deadline_ms);
+void gw_loop_join_free(struct gw_loop *l);
+
+/* For proxy.c: flushes buffered access-log lines. */
+void gw_loop_flush_access_log(struct gw_loop *l);
+
+#endif

@@ -1,0 +1,1125 @@
+/*
+ * The request path: public listener -> route -> module, and back.
+ *
+ * One request lives on one loop. libmicrohttpd calls on_request several
+ * times: first with the headers (we route and start the curl transfer at
+ * once, so a body can stream), then with pieces of the body, then a last
+ * time with none. Whenever the answer is not ready, the connection is
+ * suspended; whatever makes it ready (curl's header callback, the end of
+ * the transfer, a timer, the module's death) resumes it, and the next call
+ * queues the response.
+ *
+ * Bodies flow through two bounded buffers, each paused at its high-water
+ * mark: `up` (client -> module; libmicrohttpd is suspended when it is full,
+ * curl's read callback pauses when it is empty) and `down` (module ->
+ * client; curl's write callback pauses when it is full, the content reader
+ * suspends when it is empty). A slow side therefore slows the other down
+ * instead of growing memory.
+ *
+ * Responses with a small Content-Length are collected whole and answered
+ * from one buffer (the common unary case: one resume, no reader calls);
+ * every other response streams.
+ */
+#include "proxy.h"
+
+#include <arpa/inet.h>
+#include <inttypes.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+
+#include "admin.h"
+#include "errors.h"
+#include "headers.h"
+#include "logfile.h"
+#include "loop.h"
+
+#define BUFFERED_MAX (64 * 1024)   /* answer from one buffer up to this size */
+#define HIGH_WATER (64 * 1024)     /* pause the producer above this */
+#define LOW_WATER (16 * 1024)      /* resume it below this */
+#define DEATH_WAIT_MS 250          /* how long a broken transfer waits to learn why */
+#define DISCARD_MAX (16u << 20)    /* body bytes read and dropped before an early answer */
+
+struct bytes {
+    char *data;
+    size_t off, len, cap;
+};
+
+struct request {
+    struct gw_loop *loop;
+    struct MHD_Connection *conn;
+    struct gw_link link_all, link_timer, link_unpause;
+    int refs;                      /* the MHD connection, and a streaming response */
+
+    char *target;                  /* request target as sent: path?query */
+    size_t pathlen;
+    const char *method;            /* MHD's, valid while the connection lives */
+    uint64_t start_us;
+    uint64_t timer_at_ms;          /* start of the current timer list entry */
+    char id[132];
+    char client[48];
+
+    struct gw_module *mod;
+    struct gw_incarnation *inc;
+    unsigned incarnation;          /* inc's number, or the module's latest */
+
+    bool first_call_done;
+    bool suspended;
+    bool reader_waiting;           /* suspended inside the content reader */
+    bool queued;
+    bool counted_active;
+
+    /* A gateway-made answer: a local endpoint or an error. */
+    int local_status;
+    const char *cause;             /* X-Modgate-Error cause, for errors */
+    char *local_body;              /* error message or local body */
+    const char *local_ctype;
+    const char *extra_name;        /* Allow / Retry-After */
+    char extra_value[512];
+
+    /* The transfer to the module. */
+    CURL *easy;
+    struct curl_slist *hdrs;
+    bool has_body;
+    uint64_t body_seen;
+    uint64_t discarded;
+    struct bytes up;
+    bool up_done, read_paused;
+
+    int status;
+    struct mg_buf resp_hdrs;       /* "name\0value\0" pairs */
+    int64_t resp_len;              /* Content-Length, -1 if none */
+    bool headers_done, stream_mode, resp_ready;
+    struct bytes down;
+    bool write_paused;
+    bool upstream_done, upstream_failed, failure_known;
+    CURLcode result;
+    char *tail;                    /* error text ending a cut stream */
+    size_t tail_len, tail_off;
+    struct MHD_Response *stream_response; /* kept to add the error trailer */
+
+    int final_status;
+    uint64_t bytes_out;
+};
+
+/* ---- small helpers ----------------------------------------------------- */
+
+static int bytes_append(struct bytes *b, const void *data, size_t len, size_t max)
+{
+    if (b->off > 0 && b->off + b->len + len > b->cap) {
+        memmove(b->data, b->data + b->off, b->len);
+        b->off = 0;
+    }
+    if (b->len + len > b->cap) {
+        size_t cap = b->cap ? b->cap : 4096;
+        while (cap < b->len + len)
+            cap *= 2;
+        if (cap > max && max >= b->len + len)
+            cap = max;
+        char *p = realloc(b->data, cap);
+        if (p == NULL)
+            return -1;
+        b->data = p;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->off + b->len, data, len);
+    b->len += len;
+    return 0;
+}
+
+static size_t bytes_take(struct bytes *b, char *out, size_t max)
+{
+    size_t n = b->len < max ? b->len : max;
+    memcpy(out, b->data + b->off, n);
+    b->off += n;
+    b->len -= n;
+    if (b->len == 0) {
+        b->off = 0;
+        if (b->cap > 64 * 1024) { /* give back what a burst made us grow */
+            free(b->data);
+            b->data = NULL;
+            b->cap = 0;
+        }
+    }
+    return n;
+}
+
+static void bytes_free(struct bytes *b)
+{
+    free(b->data);
+    memset(b, 0, sizeof(*b));
+}
+
+static uint64_t rng_next(uint64_t s[2])
+{
+    /* xorshift128+: request ids need uniqueness, not secrecy. */
+    uint64_t x = s[0], y = s[1];
+    s[0] = y;
+    x ^= x << 23;
+    s[1] = x ^ y ^ (x >> 17) ^ (y >> 26);
+    return s[1] + y;
+}
+
+static void suspend(struct request *r)
+{
+    if (!r->suspended) {
+        MHD_suspend_connection(r->conn);
+        r->suspended = true;
+    }
+}
+
+static void resume(struct request *r)
+{
+    if (r->suspended) {
+        MHD_resume_connection(r->conn);
+        r->suspended = false;
+        r->reader_waiting = false;
+        r->loop->resumed = true;
+    }
+}
+
+static void request_unref(struct request *r)
+{
+    if (--r->refs > 0)
+        return;
+    free(r->target);
+    free(r->local_body);
+    free(r->tail);
+    mg__buf_free(&r->resp_hdrs);
+    bytes_free(&r->up);
+    bytes_free(&r->down);
+    free(r);
+}
+
+/* ---- the transfer ------------------------------------------------------ */
+
+static CURL *easy_get(struct gw_loop *l);
+static void easy_put(struct gw_loop *l, CURL *e);
+
+/* Ends the curl side of a request (done, cancelled or failed). */
+static void transfer_end(struct request *r)
+{
+    if (r->easy != NULL) {
+        curl_multi_remove_handle(r->loop->multi, r->easy);
+        easy_put(r->loop, r->easy);
+        r->easy = NULL;
+    }
+    curl_slist_free_all(r->hdrs);
+    r->hdrs = NULL;
+    gw_list_remove(&r->link_unpause);
+    if (r->counted_active) {
+        atomic_fetch_sub(&r->mod->active, 1);
+        r->counted_active = false;
+    }
+}
+
+static void set_local(struct request *r, int status, const char *ctype, const char *body)
+{
+    free(r->local_body);
+    r->local_body = strdup(body);
+    r->local_status = status;
+    r->local_ctype = ctype;
+}
+
+static void set_error(struct request *r, int status, const char *cause, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void set_error(struct request *r, int status, const char *cause, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *msg = NULL;
+    if (vasprintf(&msg, fmt, ap) < 0)
+        msg = NULL;
+    va_end(ap);
+    free(r->local_body);
+    r->local_body = msg;
+    r->local_status = status;
+    r->local_ctype = NULL;
+    r->cause = cause;
+}
+
+/* Something the next handler call can answer with is ready. */
+static void answer_ready(struct request *r)
+{
+    r->resp_ready = true;
+    resume(r);
+}
+
+/* The transfer broke. Say how, once we know whether the module died. */
+static void finish_failure(struct request *r)
+{
+    struct gw_loop *l = r->loop;
+    gw_list_remove(&r->link_timer);
+    r->failure_known = true;
+    char msg[320];
+    const char *cause;
+    struct gw_incarnation *inc = r->inc;
+    if (r->cause != NULL) {
+        /* A timeout already named the cause. */
+        cause = r->cause;
+        snprintf(msg, sizeof(msg), "%s", r->local_body ? r->local_body : "module error");
+    } else if (inc != NULL && atomic_load_explicit(&inc->dead, memory_order_acquire)) {
+        cause = inc->cause;
+        snprintf(msg, sizeof(msg), "module %s %s", r->mod->name, inc->death);
+    } else if (r->result == CURLE_COULDNT_CONNECT) {
+        cause = "refused";
+        snprintf(msg, sizeof(msg), "module %s refused the connection", r->mod->name);
+    } else {
+        cause = "reset";
+        snprintf(msg, sizeof(msg), "module %s broke the connection: %s", r->mod->name,
+                 curl_easy_strerror(r->result));
+    }
+    r->cause = cause;
+    if (!r->queued || !r->stream_mode) {
+        /* Nothing sent yet: a clean 502 (or the timeout's status). */
+        int status = r->local_status >= 500 ? r->local_status : 502;
+        set_error(r, status, cause, "%s", msg);
+        answer_ready(r);
+        return;
+    }
+    /* Mid-stream: the client already has the status. End the body with
+     * the error text (chunked) or cut it (Content-Length). */
+    free(r->tail);
+    r->tail = NULL;
+    int n = asprintf(&r->tail, "\nmodgate: %s\n", msg);
+    r->tail_len = n > 0 ? (size_t)n : 0;
+    r->tail_off = 0;
+    if (r->stream_response != NULL) {
+        char hv[256];
+        gw_error_header_value(hv, sizeof(hv), r->mod ? r->mod->name : NULL, r->incarnation,
+                              cause);
+        MHD_add_response_footer(r->stream_response, GW_ERROR_HEADER, hv);
+    }
+    (void)l;
+    resume(r);
+}
+
+static void transfer_failed(struct request *r)
+{
+    r->upstream_failed = true;
+    transfer_end(r);
+    gw_list_remove(&r->link_timer);
+    if (r->cause != NULL ||
+        (r->inc != NULL && atomic_load_explicit(&r->inc->dead, memory_order_acquire))) {
+        finish_failure(r);
+        return;
+    }
+    /* The socket usually closes a moment before the supervisor reaps the
+     * process; wait a little to tell "crashed" from "closed". */
+    r->timer_at_ms = mg__now_ms();
+    gw_list_push_back(&r->loop->death_waiters, &r->link_timer);
+}
+
+static size_t on_header(char *buf, size_t size, size_t n, void *userp)
+{
+    struct request *r = userp;
+    size_t len = size * n;
+    if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
+        const char *sp = memchr(buf, ' ', len);
+        r->status = 0;
+        if (sp != NULL && (size_t)(sp - buf) + 4 <= len)
+            r->status = (sp[1] - '0') * 100 + (sp[2] - '0') * 10 + (sp[3] - '0');
+        r->resp_hdrs.len = 0;
+        r->resp_len = -1;
+        return len;
+    }
+    if (len <= 2 && (buf[0] == '\r' || buf[0] == '\n')) {
+        if (r->status >= 100 && r->status < 200)
+            return len; /* 100 Continue and friends: the real answer follows */
+        r->headers_done = true;
+        gw_list_remove(&r->link_timer);
+        bool nobody = strcmp(r->method, "HEAD") == 0 || r->status == 204 || r->status == 304;
+        if (nobody || (r->resp_len >= 0 && r->resp_len <= BUFFERED_MAX)) {
+            /* Collected whole, answered at the end of the transfer. */
+            return len;
+        }
+        r->stream_mode = true;
+        if (r->loop->gw->cfg.limits.stream_idle_timeout_ms > 0) {
+            r->timer_at_ms = mg__now_ms();
+            gw_list_push_back(&r->loop->idle_streams, &r->link_timer);
+        }
+        answer_ready(r);
+        return len;
+    }
+    const char *colon = memchr(buf, ':', len);
+    if (colon == NULL)
+        return len;
+    size_t nlen = (size_t)(colon - buf);
+    const char *v = colon + 1, *end = buf + len;
+    while (v < end && (*v == ' ' || *v == '\t'))
+        v++;
+    while (end > v && (end[-1] == '\r' || end[-1] == '\n' || end[-1] == ' ' || end[-1] == '\t'))
+        end--;
+    if (nlen == 14 && strncasecmp(buf, "Content-Length", 14) == 0) {
+        r->resp_len = strtoll(v, NULL, 10);
+        return len;
+    }
+    /* Stored whole; hop-by-hop ones are dropped when the response is made,
+     * once the module's own Connection header is known. */
+    if (mg__buf_append(&r->resp_hdrs, buf, nlen) != 0 ||
+        mg__buf_append(&r->resp_hdrs, "", 1) != 0 ||
+        mg__buf_append(&r->resp_hdrs, v, (size_t)(end - v)) != 0 ||
+        mg__buf_append(&r->resp_hdrs, "", 1) != 0)
+        return 0; /* over the header limit: fail the transfer */
+    return len;
+}
+
+static size_t on_write(char *data, size_t size, size_t n, void *userp)
+{
+    struct request *r = userp;
+    size_t len = size * n;
+    if (!r->stream_mode) {
+        if (bytes_append(&r->down, data, len, BUFFERED_MAX) != 0 || r->down.len > BUFFERED_MAX)
+            return 0;
+        return len;
+    }
+    if (r->down.len >= HIGH_WATER) {
+        r->write_paused = true;
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    if (bytes_append(&r->down, data, len, SIZE_MAX) != 0)
+        return 0;
+    if (gw_linked(&r->link_timer)) {
+        r->timer_at_ms = mg__now_ms();
+        gw_list_push_back(&r->loop->idle_streams, &r->link_timer);
+    }
+    if (r->reader_waiting)
+        resume(r);
+    return len;
+}
+
+static size_t on_read(char *buf, size_t size, size_t n, void *userp)
+{
+    struct request *r = userp;
+    if (r->up.len > 0) {
+        size_t got = bytes_take(&r->up, buf, size * n);
+        if (r->suspended && !r->up_done && r->up.len < LOW_WATER)
+            resume(r); /* libmicrohttpd has more of the body for us */
+        return got;
+    }
+    if (r->up_done)
+        return 0;
+    r->read_paused = true;
+    return CURL_READFUNC_PAUSE;
+}
+
+static void schedule_unpause(struct request *r)
+{
+    if (r->easy != NULL)
+        gw_list_push_back(&r->loop->unpauses, &r->link_unpause);
+}
+
+void gw_proxy_run_unpauses(struct gw_loop *l)
+{
+    while (!gw_list_empty(&l->unpauses)) {
+        struct request *r = gw_container_of(l->unpauses.next, struct request, link_unpause);
+        gw_list_remove(&r->link_unpause);
+        if (r->easy == NULL)
+            continue;
+        if (r->read_paused && (r->up.len > 0 || r->up_done))
+            r->read_paused = false;
+        if (r->write_paused && r->down.len < LOW_WATER)
+            r->write_paused = false;
+        int mask = (r->read_paused ? CURLPAUSE_SEND : 0) | (r->write_paused ? CURLPAUSE_RECV : 0);
+        curl_easy_pause(r->easy, mask);
+    }
+}
+
+static CURL *easy_get(struct gw_loop *l)
+{
+    if (l->neasy > 0)
+        return l->easy_pool[--l->neasy];
+    CURL *e = curl_easy_init();
+    if (e == NULL)
+        return NULL;
+    /* Settings every transfer shares, set once per handle. */
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_PROXY, "");
+    curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 64L * 1024);
+    curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 64L * 1024);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+    curl_easy_setopt(e, CURLOPT_MAXREDIRS, 0L);
+    return e;
+}
+
+static void easy_put(struct gw_loop *l, CURL *e)
+{
+    if (l->neasy == l->capeasy) {
+        size_t cap = l->capeasy ? l->capeasy * 2 : 64;
+        CURL **p = realloc(l->easy_pool, cap * sizeof(*p));
+        if (p == NULL) {
+            curl_easy_cleanup(e);
+            return;
+        }
+        l->easy_pool = p;
+        l->capeasy = cap;
+    }
+    l->easy_pool[l->neasy++] = e;
+}
+
+struct hdr_ctx {
+    struct request *r;
+    struct curl_slist *list;
+    const char *connection;
+    const char *xff;
+    bool has_accept, has_ctype, failed;
+};
+
+static enum MHD_Result add_request_header(void *cls, enum MHD_ValueKind kind, const char *name,
+                                          const char *value)
+{
+    (void)kind;
+    struct hdr_ctx *h = cls;
+    size_t nlen = strlen(name);
+    if (gw_header_is_hop_by_hop(name, nlen) || gw_header_in_connection(h->connection, name, nlen))
+        return MHD_YES;
+    /* curl frames the body itself; we set the forwarding headers. */
+    if (strcasecmp(name, "Content-Length") == 0 || strcasecmp(name, "Expect") == 0 ||
+        strcasecmp(name, "X-Forwarded-For") == 0 || strcasecmp(name, "X-Forwarded-Proto") == 0 ||
+        strcasecmp(name, "X-Request-Id") == 0)
+        return MHD_YES;
+    if (strcasecmp(name, "Accept") == 0)
+        h->has_accept = true;
+    if (strcasecmp(name, "Content-Type") == 0)
+        h->has_ctype = true;
+    char *line;
+    /* "Name;" is curl's way of sending a header with an empty value. */
+    int n = value && value[0] ? asprintf(&line, "%s: %s", name, value)
+                              : asprintf(&line, "%s;", name);
+    if (n < 0) {
+        h->failed = true;
+        return MHD_NO;
+    }
+    struct curl_slist *l = curl_slist_append(h->list, line);
+    free(line);
+    if (l == NULL) {
+        h->failed = true;
+        return MHD_NO;
+    }
+    h->list = l;
+    return MHD_YES;
+}
+
+static struct curl_slist *append(struct curl_slist *list, bool *failed, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static struct curl_slist *append(struct curl_slist *list, bool *failed, const char *fmt, ...)
+{
+    char buf[512];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof(buf)) {
+        *failed = true;
+        return list;
+    }
+    struct curl_slist *l = curl_slist_append(list, buf);
+    if (l == NULL) {
+        *failed = true;
+        return list;
+    }
+    return l;
+}
+
+/* Builds the module request's headers: the client's minus hop-by-hop ones,
+ * plus X-Forwarded-For/-Proto and X-Request-Id (RFC 7239 §5.2 style). */
+static struct curl_slist *build_headers(struct request *r, const char *connection)
+{
+    struct hdr_ctx h = { .r = r, .connection = connection };
+    h.xff = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Forwarded-For");
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, add_request_header, &h);
+    if (h.xff != NULL && h.xff[0] != '\0')
+        h.list = append(h.list, &h.failed, "X-Forwarded-For: %.400s, %s", h.xff, r->client);
+    else
+        h.list = append(h.list, &h.failed, "X-Forwarded-For: %s", r->client);
+    h.list = append(h.list, &h.failed, "X-Forwarded-Proto: http");
+    h.list = append(h.list, &h.failed, "X-Request-Id: %s", r->id);
+    /* Stop curl from adding headers the client did not send. */
+    h.list = append(h.list, &h.failed, "Expect:");
+    if (!h.has_accept)
+        h.list = append(h.list, &h.failed, "Accept:");
+    if (!h.has_ctype && r->has_body)
+        h.list = append(h.list, &h.failed, "Content-Type:");
+    if (h.failed) {
+        curl_slist_free_all(h.list);
+        return NULL;
+    }
+    return h.list;
+}
+
+static int start_transfer(struct request *r, int64_t content_length)
+{
+    struct gw_loop *l = r->loop;
+    const char *connection = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Connection");
+    r->hdrs = build_headers(r, connection);
+    if (r->hdrs == NULL)
+        return -1;
+    r->easy = easy_get(l);
+    if (r->easy == NULL)
+        return -1;
+    CURL *e = r->easy;
+    char small[1024];
+    char *url = small;
+    size_t need = strlen(r->target) + 16;
+    if (need > sizeof(small) && (url = malloc(need)) == NULL)
+        return -1;
+    snprintf(url, need > sizeof(small) ? need : sizeof(small), "http://module%s", r->target);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    if (url != small)
+        free(url);
+    curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, r->inc->socket_path);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, r);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(e, CURLOPT_READDATA, r);
+    /* HTTPGET resets whatever method the handle did last. */
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
+    if (strcmp(r->method, "HEAD") == 0) {
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else if (r->has_body || strcmp(r->method, "POST") == 0) {
+        curl_easy_setopt(e, CURLOPT_POST, 1L);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
+                         (curl_off_t)(r->has_body ? content_length : 0));
+        if (!r->has_body)
+            r->up_done = true;
+        if (strcmp(r->method, "POST") != 0)
+            curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
+    } else if (strcmp(r->method, "GET") != 0) {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
+    }
+    if (curl_multi_add_handle(l->multi, e) != CURLM_OK)
+        return -1;
+    atomic_fetch_add(&r->mod->active, 1);
+    r->counted_active = true;
+    r->timer_at_ms = mg__now_ms();
+    gw_list_push_back(&l->header_waiters, &r->link_timer);
+    return 0;
+}
+
+void gw_proxy_transfer_done(struct gw_loop *l, CURL *easy, CURLcode result)
+{
+    (void)l;
+    struct request *r = NULL;
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&r);
+    if (r == NULL)
+        return;
+    r->result = result;
+    if (result != CURLE_OK || !r->headers_done) {
+        if (result == CURLE_OK)
+            r->result = CURLE_GOT_NOTHING;
+        transfer_failed(r);
+        return;
+    }
+    r->upstream_done = true;
+    transfer_end(r);
+    gw_list_remove(&r->link_timer);
+    if (!r->stream_mode)
+        answer_ready(r);
+    else if (r->reader_waiting)
+        resume(r);
+}
+
+/* ---- answering the client ---------------------------------------------- */
+
+static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    struct request *r = cls;
+    if (r->down.len > 0) {
+        size_t n = bytes_take(&r->down, buf, max);
+        r->bytes_out += n;
+        if (r->write_paused && r->down.len < LOW_WATER)
+            schedule_unpause(r);
+        return (ssize_t)n;
+    }
+    if (r->upstream_done)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    if (r->upstream_failed && r->failure_known) {
+        if (r->resp_len >= 0)
+            return MHD_CONTENT_READER_END_WITH_ERROR; /* cannot end a sized body early */
+        if (r->tail_off < r->tail_len) {
+            size_t n = r->tail_len - r->tail_off < max ? r->tail_len - r->tail_off : max;
+            memcpy(buf, r->tail + r->tail_off, n);
+            r->tail_off += n;
+            return (ssize_t)n;
+        }
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    if (r->write_paused)
+        schedule_unpause(r);
+    /* Nothing yet: wait without spinning (MHD-CURL-FACTS pitfall 2). */
+    r->reader_waiting = true;
+    MHD_suspend_connection(r->conn);
+    r->suspended = true;
+    return 0;
+}
+
+static ssize_t no_body_reader(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)cls, (void)pos, (void)buf, (void)max;
+    return MHD_CONTENT_READER_END_OF_STREAM;
+}
+
+static void stream_response_freed(void *cls)
+{
+    struct request *r = cls;
+    r->stream_response = NULL;
+    request_unref(r);
+}
+
+static bool add_module_headers(struct request *r, struct MHD_Response *resp)
+{
+    const char *p = r->resp_hdrs.data, *end = p + r->resp_hdrs.len;
+    const char *connection = NULL;
+    for (const char *q = p; q < end;) {
+        const char *name = q, *value = q + strlen(q) + 1;
+        if (strcasecmp(name, "Connection") == 0)
+            connection = value;
+        q = value + strlen(value) + 1;
+    }
+    while (p < end) {
+        const char *name = p, *value = p + strlen(p) + 1;
+        size_t nlen = strlen(name);
+        p = value + strlen(value) + 1;
+        if (gw_header_is_hop_by_hop(name, nlen) || gw_header_in_connection(connection, name, nlen) ||
+            strcasecmp(name, "X-Request-Id") == 0)
+            continue;
+        if (MHD_add_response_header(resp, name, value) != MHD_YES)
+            return false;
+    }
+    return MHD_add_response_header(resp, "X-Request-Id", r->id) == MHD_YES;
+}
+
+static enum MHD_Result queue_answer(struct request *r)
+{
+    struct MHD_Response *resp;
+    int status;
+    if (r->local_status != 0) {
+        status = r->local_status;
+        if (r->local_ctype != NULL) {
+            resp = gw_local_response(r->local_body, r->local_ctype, r->id, &r->bytes_out);
+        } else {
+            resp = gw_error_response(r->local_body ? r->local_body : mg__reason(status),
+                                     r->mod ? r->mod->name : NULL,
+                                     r->incarnation, r->cause, r->id,
+                                     &r->bytes_out);
+        }
+        if (resp != NULL && r->extra_name != NULL)
+            MHD_add_response_header(resp, r->extra_name, r->extra_value);
+    } else if (!r->stream_mode) {
+        status = r->status;
+        if (strcmp(r->method, "HEAD") == 0 && r->resp_len > 0) {
+            /* Keep the module's Content-Length: MHD sends only headers. */
+            resp = MHD_create_response_from_callback((uint64_t)r->resp_len, 4096, no_body_reader,
+                                                     NULL, NULL);
+        } else {
+            size_t len = r->down.len;
+            char *body = r->down.data;
+            if (r->down.off > 0)
+                memmove(body, body + r->down.off, len);
+            r->down.data = NULL;
+            r->down.len = r->down.cap = r->down.off = 0;
+            resp = MHD_create_response_from_buffer_with_free_callback(
+                len, body ? body : (char *)"", body ? free : NULL);
+            if (resp == NULL)
+                free(body);
+            else
+                r->bytes_out = len;
+        }
+        if (resp != NULL && !add_module_headers(r, resp)) {
+            MHD_destroy_response(resp);
+            resp = NULL;
+        }
+    } else {
+        status = r->status;
+        uint64_t size = r->resp_len >= 0 ? (uint64_t)r->resp_len : MHD_SIZE_UNKNOWN;
+        resp = MHD_create_response_from_callback(size, HIGH_WATER, stream_reader, r,
+                                                 stream_response_freed);
+        if (resp != NULL) {
+            r->refs++;
+            r->stream_response = resp;
+            if (!add_module_headers(r, resp)) {
+                MHD_destroy_response(resp);
+                resp = NULL;
+            }
+        }
+    }
+    if (resp == NULL)
+        return MHD_NO;
+    r->queued = true;
+    r->final_status = status;
+    enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    return ok;
+}
+
+/* ---- the MHD side ------------------------------------------------------- */
+
+void *gw_proxy_on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct gw_loop *l = cls;
+    struct request *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    r->target = strdup(uri);
+    if (r->target == NULL) {
+        free(r);
+        return NULL;
+    }
+    const char *q = strchr(r->target, '?');
+    r->pathlen = q ? (size_t)(q - r->target) : strlen(r->target);
+    r->loop = l;
+    r->conn = conn;
+    r->refs = 1;
+    r->resp_len = -1;
+    r->start_us = mg__now_us();
+    mg__buf_init(&r->resp_hdrs, (size_t)l->gw->cfg.limits.max_header_bytes * 4 + 65536);
+    gw_list_push_back(&l->requests, &r->link_all);
+    l->nrequests++;
+    return r;
+}
+
+static void client_address(struct request *r)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    strcpy(r->client, "-");
+    if (ci == NULL || ci->client_addr == NULL)
+        return;
+    const struct sockaddr *sa = ci->client_addr;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, r->client,
+                  sizeof(r->client));
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, r->client,
+                  sizeof(r->client));
+}
+
+static enum MHD_Result count_header_bytes(void *cls, enum MHD_ValueKind kind, const char *k,
+                                          const char *v)
+{
+    (void)kind;
+    *(size_t *)cls += strlen(k) + (v ? strlen(v) : 0) + 4;
+    return MHD_YES;
+}
+
+static void route(struct request *r)
+{
+    struct gateway *gw = r->loop->gw;
+    char allow[512];
+    struct mg_route_match m;
+    enum mg_route_result found = mg_router_match(gw->routes, r->method, r->target, r->pathlen, &m,
+                                                 allow, sizeof(allow));
+    if (found == MG_ROUTE_NO_PATH) {
+        set_error(r, 404, "no_route", "no route for %.*s", (int)r->pathlen, r->target);
+        return;
+    }
+    if (found == MG_ROUTE_NO_METHOD) {
+        set_error(r, 405, "method_not_allowed", "%s is not allowed on %.*s", r->method,
+                  (int)r->pathlen, r->target);
+        r->extra_name = "Allow";
+        snprintf(r->extra_value, sizeof(r->extra_value), "%s", allow);
+        return;
+    }
+    r->mod = m.data;
+    enum gw_state state;
+    uint64_t retry_at;
+    r->inc = gw_module_acquire(r->mod, &state, &r->incarnation, &retry_at);
+    if (r->inc != NULL) {
+        r->incarnation = r->inc->number;
+        return;
+    }
+    uint64_t now = mg__now_ms();
+    uint64_t secs = retry_at > now ? (retry_at - now + 999) / 1000 : 1;
+    if (state == GW_FAILED)
+        secs = (gw->cfg.restart.backoff_max_ms + 999) / 1000;
+    if (secs == 0)
+        secs = 1;
+    const char *cause = state == GW_FAILED ? "failed"
+                        : state == GW_STARTING ? "starting"
+                        : state == GW_STOPPING || state == GW_STOPPED ? "stopping"
+                                                                      : "restarting";
+    set_error(r, 503, cause, "module %s is %s", r->mod->name, gw_state_name(state));
+    r->extra_name = "Retry-After";
+    snprintf(r->extra_value, sizeof(r->extra_value), "%" PRIu64, secs);
+}
+
+static enum MHD_Result first_call(struct request *r, const char *method)
+{
+    struct gw_loop *l = r->loop;
+    const struct gw_config *c = &l->gw->cfg;
+    r->method = method;
+    client_address(r);
+    const char *rid = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Request-Id");
+    if (rid != NULL && gw_request_id_valid(rid))
+        snprintf(r->id, sizeof(r->id), "%s", rid);
+    else
+        snprintf(r->id, sizeof(r->id), "%016" PRIx64 "%016" PRIx64, rng_next(l->rng),
+                 rng_next(l->rng));
+
+    size_t hbytes = strlen(r->target) + strlen(method) + 12;
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_header_bytes, &hbytes);
+    if (hbytes > c->limits.max_header_bytes) {
+        set_error(r, 431, "headers_too_large", "request headers are %zu bytes, over the limit of %u",
+                  hbytes, c->limits.max_header_bytes);
+        return MHD_YES;
+    }
+    const char *body;
+    const char *ctype;
+    int status = gw_admin_public(l->gw, method, r->target, r->pathlen, &body, &ctype);
+    if (status != 0) {
+        set_local(r, status, ctype, body);
+        free((char *)body);
+        return MHD_YES;
+    }
+    route(r);
+    if (r->local_status != 0)
+        return MHD_YES;
+
+    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
+    const char *te = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Transfer-Encoding");
+    int64_t content_length = -1;
+    if (cl != NULL) {
+        char *end;
+        unsigned long long v = strtoull(cl, &end, 10);
+        content_length = (int64_t)v;
+        if (v > c->limits.max_body_bytes) {
+            set_error(r, 413, "too_large", "request body of %llu bytes is over the limit of %" PRIu64,
+                      v, c->limits.max_body_bytes);
+            /* Answer now: reading a body we refuse would be wasted. */
+            return queue_answer(r);
+        }
+        r->has_body = v > 0;
+    } else if (te != NULL) {
+        r->has_body = true;
+    }
+    if (start_transfer(r, content_length) != 0) {
+        transfer_end(r);
+        gw_list_remove(&r->link_timer);
+        set_error(r, 500, "internal", "cannot start the transfer to module %s", r->mod->name);
+    }
+    return MHD_YES;
+}
+
+static enum MHD_Result take_upload(struct request *r, const char *data, size_t *size)
+{
+    const struct gw_config *c = &r->loop->gw->cfg;
+    r->body_seen += *size;
+    if (r->body_seen > c->limits.max_body_bytes) {
+        transfer_end(r);
+        gw_list_remove(&r->link_timer);
+        set_error(r, 413, "too_large", "request body is over the limit of %" PRIu64 " bytes",
+                  c->limits.max_body_bytes);
+        *size = 0;
+        return MHD_YES; /* answered after the body, see gw_proxy_on_request */
+    }
+    size_t room = r->up.len < HIGH_WATER ? HIGH_WATER - r->up.len : 0;
+    size_t take = *size < room ? *size : room;
+    if (take > 0 && bytes_append(&r->up, data, take, SIZE_MAX) != 0)
+        return MHD_NO;
+    r->body_seen -= *size - take; /* counted again when offered again */
+    *size -= take;
+    if (r->read_paused)
+        schedule_unpause(r);
+    if (*size > 0)
+        suspend(r); /* full: the read callback resumes us when it drains */
+    return MHD_YES;
+}
+
+enum MHD_Result gw_proxy_on_request(void *cls, struct MHD_Connection *conn, const char *url,
+                                    const char *method, const char *version,
+                                    const char *upload_data, size_t *upload_data_size,
+                                    void **con_cls)
+{
+    (void)cls, (void)conn, (void)url, (void)version;
+    struct request *r = *con_cls;
+    if (r == NULL)
+        return MHD_NO;
+    if (!r->first_call_done) {
+        r->first_call_done = true;
+        /* Answering in this first call would cost the keep-alive
+         * connection (PERF.md), so only 413 does. */
+        return first_call(r, method);
+    }
+    if (r->queued) {
+        *upload_data_size = 0;
+        return MHD_YES;
+    }
+    if (r->local_status != 0 || (r->resp_ready && !r->stream_mode)) {
+        /* The answer is known (a gateway error, or a module that answered
+         * before reading the whole body). libmicrohttpd queues responses
+         * only before or after the body, so drop the rest of it, within
+         * reason, and answer at the last call. */
+        if (*upload_data_size > 0) {
+            r->discarded += *upload_data_size;
+            *upload_data_size = 0;
+            return r->discarded > DISCARD_MAX ? MHD_NO : MHD_YES;
+        }
+        return queue_answer(r);
+    }
+    if (r->resp_ready && *upload_data_size == 0)
+        return queue_answer(r);
+    if (*upload_data_size > 0)
+        return take_upload(r, upload_data, upload_data_size);
+    if (!r->up_done) {
+        r->up_done = true;
+        if (r->read_paused)
+            schedule_unpause(r);
+    }
+    suspend(r);
+    return MHD_YES;
+}
+
+static void access_log(struct request *r, bool completed)
+{
+    struct gw_loop *l = r->loop;
+    char ts[32];
+    mg__timestamp(ts);
+    int status = r->final_status;
+    const char *cause = r->cause;
+    if (!completed) {
+        status = 499; /* the client went away before the end */
+        if (cause == NULL)
+            cause = "client_gone";
+    }
+    double ms = (double)(mg__now_us() - r->start_us) / 1000.0;
+    char inc[16] = "-";
+    if (r->incarnation > 0)
+        snprintf(inc, sizeof(inc), "%u", r->incarnation);
+    mg__buf_printf(&l->access_buf, "%s %s %s %s %s %s %s %d %" PRIu64 " %.3f %s\n", ts,
+                   r->id[0] ? r->id : "-", r->client[0] ? r->client : "-",
+                   r->method ? r->method : "-", r->target, r->mod ? r->mod->name : "-", inc,
+                   status, r->bytes_out, ms, cause ? cause : "-");
+}
+
+void gw_proxy_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
+                           enum MHD_RequestTerminationCode toe)
+{
+    (void)cls, (void)conn;
+    struct request *r = *con_cls;
+    *con_cls = NULL;
+    if (r == NULL)
+        return;
+    struct gw_loop *l = r->loop;
+    /* A client that leaves cancels its transfer: the module's next write
+     * fails. */
+    transfer_end(r);
+    gw_list_remove(&r->link_timer);
+    gw_list_remove(&r->link_all);
+    l->nrequests--;
+    bool completed = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && r->queued;
+    if (r->method != NULL)
+        access_log(r, completed);
+    gw_incarnation_release(r->inc);
+    r->inc = NULL;
+    r->conn = NULL;
+    r->suspended = false;
+    request_unref(r);
+}
+
+/* ---- timers and events -------------------------------------------------- */
+
+uint64_t gw_proxy_run_timers(struct gw_loop *l, uint64_t now)
+{
+    const struct gw_config *c = &l->gw->cfg;
+    uint64_t next = UINT64_MAX;
+
+    while (!gw_list_empty(&l->header_waiters)) {
+        struct request *r = gw_container_of(l->header_waiters.next, struct request, link_timer);
+        uint64_t due = r->timer_at_ms + c->limits.request_timeout_ms;
+        if (due > now) {
+            next = due;
+            break;
+        }
+        gw_list_remove(&r->link_timer);
+        set_error(r, 504, "timeout_headers", "module %s sent no response headers within %u ms",
+                  r->mod->name, c->limits.request_timeout_ms);
+        r->upstream_failed = true;
+        transfer_end(r);
+        finish_failure(r);
+    }
+    unsigned idle = c->limits.stream_idle_timeout_ms;
+    while (idle > 0 && !gw_list_empty(&l->idle_streams)) {
+        struct request *r = gw_container_of(l->idle_streams.next, struct request, link_timer);
+        uint64_t due = r->timer_at_ms + idle;
+        if (due > now) {
+            if (due < next)
+                next = due;
+            break;
+        }
+        gw_list_remove(&r->link_timer);
+        r->cause = "timeout_idle";
+        free(r->local_body);
+        if (asprintf(&r->local_body, "stream from module %s was idle for %u ms", r->mod->name,
+                     idle) < 0)
+            r->local_body = NULL;
+        r->upstream_failed = true;
+        transfer_end(r);
+        finish_failure(r);
+    }
+    while (!gw_list_empty(&l->death_waiters)) {
+        struct request *r = gw_container_of(l->death_waiters.next, struct request, link_timer);
+        uint64_t due = r->timer_at_ms + DEATH_WAIT_MS;
+        if (due > now) {
+            if (due < next)
+                next = due;
+            break;
+        }
+        finish_failure(r);
+    }
+    return next;
+}
+
+void gw_proxy_module_died(struct gw_loop *l)
+{
+    for (struct gw_link *p = l->requests.next; p != &l->requests;) {
+        struct request *r = gw_container_of(p, struct request, link_all);
+        p = p->next;
+        if (r->inc == NULL || !atomic_load_explicit(&r->inc->dead, memory_order_acquire))
+            continue;
+        if (r->easy != NULL) {
+            r->upstream_failed = true;
+            transfer_end(r);
+            gw_list_remove(&r->link_timer);
+            finish_failure(r);
+        } else if (r->upstream_failed && !r->failure_known) {
+            finish_failure(r);
+        }
+    }
+}
+
+void gw_proxy_abort_all(struct gw_loop *l)
+{
+    for (struct gw_link *p = l->requests.next; p != &l->requests;) {
+        struct request *r = gw_container_of(p, struct request, link_all);
+        p = p->next;
+        if (r->easy != NULL || (r->upstream_failed && !r->failure_known)) {
+            r->upstream_failed = true;
+            transfer_end(r);
+            gw_list_remove(&r->link_timer);
+            if (r->cause == NULL) {
+                r->cause = "shutdown";
+                free(r->local_body);
+                r->local_body = strdup("the gateway is shutting down");
+                r->local_status = 503;
+            }
+            finish_failure(r);
+        }
+        resume(r);
+    }
+}

@@ -1,0 +1,637 @@
+/*
+ * Module supervision as an explicit state machine (SPEC §5):
+ *
+ *   (spawn) -> starting --ready byte--> ready
+ *   starting --exit / ready timeout--> restarting (after backoff) | failed
+ *   ready --exit--> restarting | failed
+ *   restarting --backoff over--> starting
+ *   any --gateway stop--> stopping --exit--> stopped
+ *
+ * Every transition happens here, on the main thread, and is published to
+ * the event loops under the module's mutex (which incarnation serves, the
+ * state, when a restart is due).
+ */
+#include "supervisor.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/pidfd.h>
+#include <sys/signalfd.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "gw.h"
+#include "logfile.h"
+#include "logtail.h"
+#include "loop.h"
+#include "spawner.h"
+
+extern char **environ;
+
+enum { W_SIGNAL = 1, W_WAKE = 2 }; /* small tags; incarnations are pointer | kind */
+enum { W_PID = 1, W_READY = 2 };
+
+struct gw_supervisor {
+    struct gateway *gw;
+    int epfd, sigfd, wakefd;
+    char exe_name[256];
+    char ***envs;                /* per module: the child's environment */
+    bool stop_requested;
+    struct gw_incarnation *live; /* every process not yet reaped */
+};
+
+static uint64_t watch_tag(struct gw_incarnation *inc, int kind)
+{
+    return (uint64_t)(uintptr_t)inc | (uint64_t)kind;
+}
+
+static int watch(struct gw_supervisor *s, int fd, uint64_t tag)
+{
+    struct epoll_event ev = { .events = EPOLLIN, .data.u64 = tag };
+    return epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev);
+}
+
+static void unwatch_close(struct gw_supervisor *s, int *fd)
+{
+    if (*fd >= 0) {
+        epoll_ctl(s->epfd, EPOLL_CTL_DEL, *fd, NULL);
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+void gw_supervisor_wake(struct gw_supervisor *s)
+{
+    uint64_t one = 1;
+    ssize_t n = write(s->wakefd, &one, sizeof(one));
+    (void)n;
+}
+
+/* The child's environment: ours, minus what belongs to our own service
+ * manager, with the module's configured variables on top. */
+static char **build_env(const struct gw_module_conf *conf)
+{
+    static const char *const drop[] = { "NOTIFY_SOCKET=", "WATCHDOG_PID=", "WATCHDOG_USEC=",
+                                        "LISTEN_FDS=", "LISTEN_PID=", "LISTEN_FDNAMES=" };
+    size_t n = 0;
+    while (environ[n] != NULL)
+        n++;
+    char **env = calloc(n + conf->nenv + 1, sizeof(char *));
+    if (env == NULL)
+        return NULL;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *e = environ[i];
+        bool skip = false;
+        for (size_t d = 0; d < sizeof(drop) / sizeof(drop[0]) && !skip; d++)
+            skip = strncmp(e, drop[d], strlen(drop[d])) == 0;
+        const char *eq = strchr(e, '=');
+        for (size_t j = 0; j < conf->nenv && !skip && eq; j++)
+            skip = strncmp(e, conf->env[j], (size_t)(eq - e) + 1) == 0;
+        if (!skip)
+            env[k++] = (char *)e;
+    }
+    for (size_t j = 0; j < conf->nenv; j++)
+        env[k++] = conf->env[j];
+    return env;
+}
+
+struct gw_supervisor *gw_supervisor_new(struct gateway *gw, char *err, size_t errlen)
+{
+    struct gw_supervisor *s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->sigfd = -1;
+    s->gw = gw;
+    s->epfd = epoll_create1(EPOLL_CLOEXEC);
+    s->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    s->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
+    if (s->epfd < 0 || s->wakefd < 0 || s->sigfd < 0 || watch(s, s->sigfd, W_SIGNAL) != 0 ||
+        watch(s, s->wakefd, W_WAKE) != 0) {
+        snprintf(err, errlen, "supervisor setup: %s", strerror(errno));
+        gw_supervisor_free(s);
+        return NULL;
+    }
+    char self[4096];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    self[n > 0 ? n : 0] = '\0';
+    const char *base = strrchr(self, '/');
+    snprintf(s->exe_name, sizeof(s->exe_name), "%s", base ? base + 1 : "modgate");
+    s->envs = calloc(gw->nmodules ? gw->nmodules : 1, sizeof(char **));
+    if (s->envs == NULL) {
+        snprintf(err, errlen, "out of memory");
+        gw_supervisor_free(s);
+        return NULL;
+    }
+    for (size_t i = 0; i < gw->nmodules; i++) {
+        if ((s->envs[i] = build_env(gw->modules[i].conf)) == NULL) {
+            snprintf(err, errlen, "out of memory");
+            gw_supervisor_free(s);
+            return NULL;
+        }
+    }
+    return s;
+}
+
+static void module_log_line(struct gw_module *m, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+/* A line of the gateway's own in the module's log (incarnation starts). */
+static void module_log_line(struct gw_module *m, const char *fmt, ...)
+{
+    char ts[32], msg[512], line[600];
+    mg__timestamp(ts);
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    int n = snprintf(line, sizeof(line), "%s INFO modgate: %s\n", ts, msg);
+    if (n > 0 && write(m->log_fd, line, (size_t)n) < 0)
+        gw_log(GW_WARN, "cannot write to %s: %s", m->log_path, strerror(errno));
+}
+
+static void set_state(struct gw_module *m, enum gw_state st)
+{
+    pthread_mutex_lock(&m->mu);
+    m->state = st;
+    pthread_mutex_unlock(&m->mu);
+}
+
+static void log_failure(struct gw_supervisor *s, struct gw_module *m, const char *what)
+{
+    unsigned lines = s->gw->cfg.health.log_tail_lines;
+    char *tail = NULL;
+    size_t len = 0;
+    int rc = lines ? gw_log_tail(m->log_path, lines, 1u << 20, &tail, &len) : 0;
+    if (rc != 0)
+        gw_log(GW_ERROR, "module %s %s; log %s (unreadable: %s)", m->name, what, m->log_path,
+               strerror(-rc));
+    else
+        gw_log(GW_ERROR, "module %s %s; log %s, last %u lines:", m->name, what, m->log_path,
+               lines);
+    if (tail != NULL && len > 0) {
+        gw_log_raw(tail, len);
+        if (tail[len - 1] != '\n')
+            gw_log_raw("\n", 1);
+    }
+    free(tail);
+}
+
+static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m);
+
+/* A start failed or a process died: restart after backoff, or give up. */
+static void schedule_restart(struct gw_supervisor *s, struct gw_module *m, uint64_t now)
+{
+    const struct gw_config *c = &s->gw->cfg;
+    uint64_t window = (uint64_t)c->restart.window_s * 1000;
+    /* Stayed ready for a whole window: the earlier failures are forgiven. */
+    if (m->ready_since_ms != 0 && now - m->ready_since_ms >= window)
+        m->backoff_ms = c->restart.backoff_initial_ms;
+    m->ready_since_ms = 0;
+    size_t recent = 0;
+    for (size_t i = 0; i < m->nrestart_times; i++)
+        if (now - m->restart_times[i] < window)
+            m->restart_times[recent++] = m->restart_times[i];
+    m->nrestart_times = recent;
+    if (recent >= c->restart.max_restarts) {
+        pthread_mutex_lock(&m->mu);
+        m->state = GW_FAILED;
+        m->retry_at_ms = 0;
+        pthread_mutex_unlock(&m->mu);
+        m->restart_due_ms = 0;
+        gw_log(GW_ERROR, "module %s: giving up after %zu restarts within %u s; state failed "
+               "until an admin restart", m->name, recent, c->restart.window_s);
+        return;
+    }
+    unsigned delay = m->backoff_ms;
+    m->backoff_ms = m->backoff_ms > c->restart.backoff_max_ms / 2 ? c->restart.backoff_max_ms
+                                                                    : m->backoff_ms * 2;
+    m->restart_due_ms = now + delay;
+    pthread_mutex_lock(&m->mu);
+    m->state = GW_RESTARTING;
+    m->retry_at_ms = m->restart_due_ms;
+    pthread_mutex_unlock(&m->mu);
+    gw_log(GW_INFO, "module %s: restarting in %u ms", m->name, delay);
+}
+
+static void describe_exit(struct gw_incarnation *inc, const siginfo_t *si)
+{
+    const char *before = inc->ready ? "" : " before ready";
+    if (si->si_code == CLD_EXITED) {
+        if (inc->cause == NULL)
+            inc->cause = "exited";
+        snprintf(inc->death, sizeof(inc->death), "exited with code %d%s", si->si_status, before);
+    } else {
+        const char *abbrev = sigabbrev_np(si->si_status);
+        if (inc->cause == NULL)
+            inc->cause = "signaled";
+        char why[96] = "";
+        if (inc->kill_sent && strcmp(inc->cause, "start_timeout") == 0)
+            snprintf(why, sizeof(why), " after not being ready within %u ms",
+                     inc->mod->conf->ready_timeout_ms);
+        else if (inc->kill_sent && strcmp(inc->cause, "stopped") == 0)
+            snprintf(why, sizeof(why), " after not stopping within %u ms",
+                     inc->mod->conf->stop_timeout_ms);
+        snprintf(inc->death, sizeof(inc->death), "was killed by signal %d (SIG%s)%s%s",
+                 si->si_status, abbrev ? abbrev : "?", why, before);
+    }
+}
+
+static void unlink_live(struct gw_supervisor *s, struct gw_incarnation *inc)
+{
+    for (struct gw_incarnation **p = &s->live; *p != NULL; p = &(*p)->next_live)
+        if (*p == inc) {
+            *p = inc->next_live;
+            return;
+        }
+}
+
+static void on_exit_(struct gw_supervisor *s, struct gw_incarnation *inc)
+{
+    siginfo_t si = { 0 };
+    if (waitid(P_PIDFD, (id_t)inc->pidfd, &si, WEXITED | WNOHANG) != 0 || si.si_pid == 0)
+        return; /* not yet (spurious wake-up) */
+    struct gw_module *m = inc->mod;
+    describe_exit(inc, &si);
+    atomic_store_explicit(&inc->dead, true, memory_order_release);
+    unwatch_close(s, &inc->pidfd);
+    unwatch_close(s, &inc->ready_fd);
+    unlink(inc->socket_path);
+    unlink_live(s, inc);
+
+    bool was_current = m->current == inc;
+    pthread_mutex_lock(&m->mu);
+    if (m->serving == inc)
+        m->serving = NULL;
+    if (was_current) {
+        m->pid = 0;
+        snprintf(m->last_exit, sizeof(m->last_exit), "%s", inc->death);
+    }
+    enum gw_state st = m->state;
+    pthread_mutex_unlock(&m->mu);
+    /* Requests still on this process are answered now, with how it died. */
+    gw_notify_module_died(s->gw);
+
+    if (was_current) {
+        m->current = NULL;
+        if (st == GW_STOPPING) {
+            set_state(m, GW_STOPPED);
+            gw_log(GW_INFO, "module %s (incarnation %u, pid %d) stopped: %s", m->name,
+                   inc->number, (int)inc->pid, inc->death);
+        } else {
+            char what[320];
+            snprintf(what, sizeof(what), "(incarnation %u, pid %d) %s", inc->number,
+                     (int)inc->pid, inc->death);
+            log_failure(s, m, what);
+            schedule_restart(s, m, mg__now_ms());
+        }
+    }
+    gw_incarnation_release(inc);
+}
+
+static void on_ready(struct gw_supervisor *s, struct gw_incarnation *inc)
+{
+    char b;
+    ssize_t n = read(inc->ready_fd, &b, 1);
+    if (n < 0 && errno == EINTR)
+        return;
+    unwatch_close(s, &inc->ready_fd);
+    if (n != 1 || inc->mod->current != inc)
+        return; /* closed without a word: the exit will tell why */
+    struct gw_module *m = inc->mod;
+    inc->ready = true;
+    inc->deadline_ms = 0;
+    m->ready_since_ms = mg__now_ms();
+    pthread_mutex_lock(&m->mu);
+    m->serving = inc;
+    m->state = GW_READY;
+    m->retry_at_ms = 0;
+    pthread_mutex_unlock(&m->mu);
+    gw_log(GW_INFO, "module %s ready (incarnation %u, pid %d, socket %s)", m->name, inc->number,
+           (int)inc->pid, inc->socket_path);
+}
+
+static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m)
+{
+    struct gateway *gw = s->gw;
+    unsigned number = m->incarnations + 1;
+    char sock[4096];
+    snprintf(sock, sizeof(sock), "%s/%s.%u.sock", gw->run_dir, m->name, number);
+    struct gw_incarnation *inc = gw_incarnation_new(m, number, sock);
+    int pipefd[2] = { -1, -1 };
+    const char *fail = NULL;
+    int err = 0;
+    if (inc == NULL) {
+        fail = "out of memory";
+    } else if (pipe2(pipefd, O_CLOEXEC) != 0) {
+        err = errno;
+        fail = "pipe";
+    }
+    pid_t pid = 0;
+    if (fail == NULL) {
+        char listen[4200], ppid[32], maxbody[32];
+        snprintf(listen, sizeof(listen), "unix:%s", sock);
+        snprintf(ppid, sizeof(ppid), "%d", (int)getpid());
+        snprintf(maxbody, sizeof(maxbody), "%" PRIu64, gw->cfg.limits.max_body_bytes);
+        char *argv[] = { s->exe_name, "--module", m->name, "--listen", listen, "--ready-fd", "3",
+                         "--parent-pid", ppid, "--log-file", m->log_path, "--max-body-bytes",
+                         maxbody, NULL };
+        struct gw_spawn sp = { .path = "/proc/self/exe", .argv = argv,
+                               .envp = s->envs[m - gw->modules], .out_fd = m->log_fd,
+                               .notify_fd = pipefd[1] };
+        int rc = gw_spawn(&sp, &pid);
+        if (rc != 0) {
+            err = -rc;
+            fail = "exec failed";
+        }
+    }
+    if (pipefd[1] >= 0)
+        close(pipefd[1]);
+    uint64_t now = mg__now_ms();
+    pthread_mutex_lock(&m->mu);
+    m->incarnations = number;
+    m->state = GW_STARTING;
+    m->retry_at_ms = now + m->conf->ready_timeout_ms;
+    pthread_mutex_unlock(&m->mu);
+    if (fail != NULL) {
+        if (pipefd[0] >= 0)
+            close(pipefd[0]);
+        char what[256];
+        snprintf(what, sizeof(what), "(incarnation %u) failed to start: %s%s%s", number, fail,
+                 err ? ": " : "", err ? strerror(err) : "");
+        pthread_mutex_lock(&m->mu);
+        snprintf(m->last_exit, sizeof(m->last_exit), "%s%s%s", fail, err ? ": " : "",
+                 err ? strerror(err) : "");
+        pthread_mutex_unlock(&m->mu);
+        log_failure(s, m, what);
+        gw_incarnation_release(inc);
+        schedule_restart(s, m, now);
+        return;
+    }
+    inc->pid = pid;
+    inc->ready_fd = pipefd[0];
+    inc->started_ms = now;
+    inc->started_at = time(NULL);
+    inc->deadline_ms = now + m->conf->ready_timeout_ms;
+    inc->pidfd = pidfd_open(pid, 0);
+    if (inc->pidfd < 0 || watch(s, inc->pidfd, watch_tag(inc, W_PID)) != 0 ||
+        watch(s, inc->ready_fd, watch_tag(inc, W_READY)) != 0) {
+        /* Without a pidfd we cannot watch it: do not leave it running. */
+        gw_log(GW_ERROR, "module %s: cannot watch pid %d: %s", m->name, (int)pid, strerror(errno));
+        kill(-pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        if (inc->pidfd >= 0)
+            close(inc->pidfd);
+        inc->pidfd = -1;
+        unwatch_close(s, &inc->ready_fd);
+        gw_incarnation_release(inc);
+        schedule_restart(s, m, now);
+        return;
+    }
+    inc->next_live = s->live;
+    s->live = inc;
+    m->current = inc;
+    pthread_mutex_lock(&m->mu);
+    m->pid = pid;
+    m->started_at = inc->started_at;
+    pthread_mutex_unlock(&m->mu);
+    module_log_line(m, "incarnation %u started, pid %d", number, (int)pid);
+}
+
+static void kill_incarnation(struct gw_incarnation *inc, int sig, const char *cause)
+{
+    if (inc->pidfd < 0)
+        return;
+    if (sig == SIGKILL) {
+        inc->kill_sent = true;
+        if (cause != NULL)
+            inc->cause = cause;
+    }
+    /* The whole process group: a module's own children go too. */
+    if (kill(-inc->pid, sig) != 0)
+        pidfd_send_signal(inc->pidfd, sig, NULL, 0);
+}
+
+/* Runs due deadlines; returns the next one (monotonic ms) or UINT64_MAX. */
+static uint64_t run_deadlines(struct gw_supervisor *s, uint64_t now)
+{
+    uint64_t next = UINT64_MAX;
+    for (struct gw_incarnation *inc = s->live; inc != NULL; inc = inc->next_live) {
+        if (inc->deadline_ms == 0 || inc->kill_sent)
+            continue;
+        if (inc->deadline_ms <= now) {
+            struct gw_module *m = inc->mod;
+            if (!inc->stop_sent) {
+                gw_log(GW_WARN, "module %s (incarnation %u, pid %d) not ready within %u ms; "
+                       "killing it", m->name, inc->number, (int)inc->pid,
+                       m->conf->ready_timeout_ms);
+                kill_incarnation(inc, SIGKILL, "start_timeout");
+            } else {
+                gw_log(GW_WARN, "module %s (pid %d) did not stop within %u ms; killing it",
+                       m->name, (int)inc->pid, m->conf->stop_timeout_ms);
+                kill_incarnation(inc, SIGKILL, "stopped");
+            }
+        } else if (inc->deadline_ms < next) {
+            next = inc->deadline_ms;
+        }
+    }
+    if (s->stop_requested)
+        return next;
+    for (size_t i = 0; i < s->gw->nmodules; i++) {
+        struct gw_module *m = &s->gw->modules[i];
+        if (m->restart_due_ms == 0)
+            continue;
+        if (m->restart_due_ms <= now) {
+            m->restart_due_ms = 0;
+            m->restart_times = realloc(m->restart_times,
+                                       (m->nrestart_times + 1) * sizeof(*m->restart_times));
+            if (m->restart_times != NULL)
+                m->restart_times[m->nrestart_times++] = now;
+            else
+                m->nrestart_times = 0;
+            pthread_mutex_lock(&m->mu);
+            m->restarts++;
+            pthread_mutex_unlock(&m->mu);
+            spawn_incarnation(s, m);
+        } else if (m->restart_due_ms < next) {
+            next = m->restart_due_ms;
+        }
+    }
+    return next;
+}
+
+static void reopen_logs(struct gw_supervisor *s)
+{
+    struct gateway *gw = s->gw;
+    int rc = gw_log_reopen();
+    if (rc == 0)
+        rc = gw_reopen_onto(gw->access_fd, gw->access_path);
+    for (size_t i = 0; rc == 0 && i < gw->nmodules; i++)
+        rc = gw_reopen_onto(gw->modules[i].log_fd, gw->modules[i].log_path);
+    if (rc != 0)
+        gw_log(GW_ERROR, "SIGHUP: cannot reopen the logs: %s", strerror(-rc));
+    /* Children hold their own descriptors of the module logs. */
+    for (struct gw_incarnation *inc = s->live; inc != NULL; inc = inc->next_live)
+        kill_incarnation(inc, SIGHUP, NULL);
+    gw_log(GW_INFO, "SIGHUP: log files reopened");
+}
+
+/* One round of waiting and dispatching. */
+static void run_once(struct gw_supervisor *s, int max_wait_ms)
+{
+    uint64_t now = mg__now_ms();
+    uint64_t next = run_deadlines(s, now);
+    int timeout = max_wait_ms;
+    if (next != UINT64_MAX) {
+        uint64_t d = next > now ? next - now : 0;
+        if (timeout < 0 || d < (uint64_t)timeout)
+            timeout = (int)d;
+    }
+    struct epoll_event evs[32];
+    int n = epoll_wait(s->epfd, evs, 32, timeout);
+    for (int i = 0; i < n; i++) {
+        uint64_t tag = evs[i].data.u64;
+        if (tag == W_SIGNAL) {
+            struct signalfd_siginfo si;
+            while (read(s->sigfd, &si, sizeof(si)) == sizeof(si)) {
+                if (si.ssi_signo == SIGHUP) {
+                    reopen_logs(s);
+                } else if (!s->stop_requested) {
+                    gw_log(GW_INFO, "%s received: stopping", sigabbrev_np((int)si.ssi_signo));
+                    s->stop_requested = true;
+                }
+            }
+        } else if (tag == W_WAKE) {
+            uint64_t v;
+            ssize_t r = read(s->wakefd, &v, sizeof(v));
+            (void)r;
+        } else {
+            struct gw_incarnation *inc = (struct gw_incarnation *)(uintptr_t)(tag & ~(uint64_t)7);
+            if ((tag & 7) == W_PID)
+                on_exit_(s, inc);
+            else
+                on_ready(s, inc);
+            /* on_exit_ may free inc, and with it the tags of its other fd:
+             * drop later events of the same round (epoll_ctl DEL above
+             * ensures no new ones). */
+            for (int j = i + 1; j < n; j++)
+                if ((evs[j].data.u64 & ~(uint64_t)7) == (tag & ~(uint64_t)7))
+                    evs[j].data.u64 = W_WAKE;
+        }
+    }
+}
+
+static bool settled(struct gw_module *m)
+{
+    pthread_mutex_lock(&m->mu);
+    bool done = m->state != GW_STARTING;
+    pthread_mutex_unlock(&m->mu);
+    return done;
+}
+
+int gw_supervisor_start_modules(struct gw_supervisor *s)
+{
+    struct gateway *gw = s->gw;
+    for (size_t i = 0; i < gw->nmodules; i++) {
+        gw->modules[i].backoff_ms = gw->cfg.restart.backoff_initial_ms;
+        spawn_incarnation(s, &gw->modules[i]);
+    }
+    for (;;) {
+        bool all = true;
+        for (size_t i = 0; i < gw->nmodules && all; i++)
+            all = settled(&gw->modules[i]);
+        if (all || s->stop_requested)
+            return 0;
+        run_once(s, 100);
+    }
+}
+
+static void stop_modules(struct gw_supervisor *s)
+{
+    uint64_t now = mg__now_ms();
+    for (size_t i = 0; i < s->gw->nmodules; i++) {
+        struct gw_module *m = &s->gw->modules[i];
+        m->restart_due_ms = 0;
+        set_state(m, m->current ? GW_STOPPING : GW_STOPPED);
+    }
+    for (struct gw_incarnation *inc = s->live; inc != NULL; inc = inc->next_live) {
+        inc->deadline_ms = now + inc->mod->conf->stop_timeout_ms;
+        inc->stop_sent = true; /* the deadline now means "stop", not "ready" */
+        kill_incarnation(inc, SIGTERM, NULL);
+    }
+    while (s->live != NULL)
+        run_once(s, 100);
+}
+
+int gw_supervisor_run(struct gw_supervisor *s)
+{
+    struct gateway *gw = s->gw;
+    while (!s->stop_requested)
+        run_once(s, -1);
+
+    /* Stop accepting; let in-flight requests finish up to the largest stop
+     * timeout, with the modules still running to answer them. */
+    atomic_store(&gw->stopping, true);
+    uint64_t deadline = mg__now_ms() + gw_config_max_stop_timeout(&gw->cfg);
+    for (unsigned i = 0; i < gw->nloops; i++)
+        gw_loop_drain(gw->loops[i], deadline);
+    while (atomic_load(&gw->loops_running) > 0)
+        run_once(s, 50);
+    stop_modules(s);
+    return 0;
+}
+
+void gw_supervisor_free(struct gw_supervisor *s)
+{
+    if (s == NULL)
+        return;
+    /* Never leave a child behind, whatever path led here. */
+    while (s->live != NULL) {
+        struct gw_incarnation *inc = s->live;
+        s->live = inc->next_live;
+        kill(-inc->pid, SIGKILL);
+        if (inc->pidfd >= 0) {
+            siginfo_t si;
+            waitid(P_PIDFD, (id_t)inc->pidfd, &si, WEXITED);
+            close(inc->pidfd);
+        }
+        if (inc->ready_fd >= 0)
+            close(inc->ready_fd);
+        unlink(inc->socket_path);
+        if (inc->mod->current == inc)
+            inc->mod->current = NULL;
+        pthread_mutex_lock(&inc->mod->mu);
+        if (inc->mod->serving == inc)
+            inc->mod->serving = NULL;
+        pthread_mutex_unlock(&inc->mod->mu);
+        atomic_store(&inc->dead, true);
+        gw_incarnation_release(inc);
+    }
+    if (s->envs != NULL)
+        for (size_t i = 0; i < s->gw->nmodules; i++)
+            free(s->envs[i]);
+    free(s->envs);
+    if (s->epfd >= 0)
+        close(s->epfd);
+    if (s->sigfd >= 0)
+        close(s->sigfd);
+    if (s->wakefd >= 0)
+        close(s->wakefd);
+    free(s);
+}

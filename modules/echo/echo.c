@@ -1,0 +1,119 @@
+/*
+ * echo: shows a request exactly as the module received it; the fixture
+ * for the gateway's forwarding fidelity.
+ *   ANY  /echo/(anything)   -> JSON {method, path, query, headers, body_len, body_sha256}
+ *   POST /echo/raw          -> the body back, same Content-Type
+ *   GET  /echo/env/{name}   -> the environment variable, 404 if unset
+ *   GET  /echo/respond?status=S&header=Name:Value...
+ *                           -> empty response with that status and headers
+ */
+#include <modgate/module.h>
+
+#include <ctype.h>
+#include <jansson.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "sha256.h"
+
+static int describe(mg_req *req, mg_res *res)
+{
+    json_t *query = json_object(), *headers = json_object();
+    size_t n = mg_req_query_count(req);
+    for (size_t i = 0; i < n; i++) {
+        const char *k, *v;
+        mg_req_query_at(req, i, &k, &v);
+        if (json_object_get(query, k) == NULL)
+            json_object_set_new(query, k, json_string(v));
+    }
+    n = mg_req_header_count(req);
+    for (size_t i = 0; i < n; i++) {
+        const char *k, *v;
+        mg_req_header_at(req, i, &k, &v);
+        char *lower = strdup(k);
+        if (lower == NULL)
+            continue;
+        for (char *p = lower; *p; p++)
+            *p = (char)tolower((unsigned char)*p);
+        json_t *old = json_object_get(headers, lower);
+        if (old != NULL) {
+            /* Repeated headers are one list, as HTTP defines them. */
+            char *joined = NULL;
+            if (asprintf(&joined, "%s, %s", json_string_value(old), v) >= 0) {
+                json_object_set_new(headers, lower, json_string(joined));
+                free(joined);
+            }
+        } else {
+            json_object_set_new(headers, lower, json_string(v));
+        }
+        free(lower);
+    }
+    size_t blen;
+    const void *body = mg_req_body(req, &blen);
+    char hex[65];
+    sha256_hex(body, blen, hex);
+    json_t *o = json_pack("{s:s, s:s, s:o, s:o, s:I, s:s}", "method", mg_req_method(req),
+                          "path", mg_req_path(req), "query", query, "headers", headers,
+                          "body_len", (json_int_t)blen, "body_sha256", hex);
+    char *text = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
+    json_decref(o);
+    if (text == NULL)
+        return mg_res_error(res, 500, "out of memory");
+    int rc = mg_res_printf(res, 200, "application/json", "%s\n", text);
+    free(text);
+    return rc;
+}
+
+static int raw(mg_req *req, mg_res *res)
+{
+    size_t len;
+    const void *body = mg_req_body(req, &len);
+    const char *ctype = mg_req_header(req, "Content-Type");
+    if (ctype != NULL && mg_res_header(res, "Content-Type", ctype) != 0)
+        return -1;
+    return mg_res_body(res, body, len);
+}
+
+static int env(mg_req *req, mg_res *res)
+{
+    const char *name = mg_req_param(req, "name");
+    const char *value = getenv(name);
+    if (value == NULL)
+        return mg_res_error(res, 404, "%s is not set", name);
+    return mg_res_printf(res, 200, "text/plain; charset=utf-8", "%s", value);
+}
+
+static int respond(mg_req *req, mg_res *res)
+{
+    const char *s = mg_req_query(req, "status");
+    char *end = NULL;
+    long status = s ? strtol(s, &end, 10) : 200;
+    if (s != NULL && (*s == '\0' || *end != '\0' || status < 200 || status > 599))
+        return mg_res_error(res, 400, "status must be from 200 to 599");
+    mg_res_status(res, (int)status);
+    size_t n = mg_req_query_count(req);
+    for (size_t i = 0; i < n; i++) {
+        const char *k, *v;
+        mg_req_query_at(req, i, &k, &v);
+        if (strcmp(k, "header") != 0)
+            continue;
+        const char *colon = strchr(v, ':');
+        if (colon == NULL || colon == v)
+            return mg_res_error(res, 400, "header must be Name:Value");
+        char *name = strndup(v, (size_t)(colon - v));
+        const char *value = colon + 1;
+        while (*value == ' ')
+            value++;
+        int rc = name ? mg_res_header(res, name, value) : -1;
+        free(name);
+        if (rc != 0)
+            return mg_res_error(res, 400, "bad header %s", v);
+    }
+    return 0;
+}
+
+MG_MODULE(echo,
+          MG_POST("/echo/raw", raw),
+          MG_GET("/echo/env/{name}", env),
+          MG_GET("/echo/respond", respond),
+          MG_ANY("/echo/*", describe));

@@ -1,0 +1,373 @@
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+char *read_file(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "re");
+    if (f == NULL)
+        return NULL;
+    char *data = NULL;
+    size_t n = 0, cap = 0;
+    char buf[65536];
+    size_t got;
+    while ((got = fread(buf, 1, sizeof(buf), f)) > 0) {
+        if (n + got + 1 > cap) {
+            cap = (n + got + 1) * 2;
+            data = realloc(data, cap);
+        }
+        memcpy(data + n, buf, got);
+        n += got;
+    }
+    fclose(f);
+    if (data == NULL)
+        data = calloc(1, 1);
+    data[n] = '\0';
+    if (len)
+        *len = n;
+    return data;
+}
+
+int gwp_start_bin(struct gwp *g, const char *bin, const char *config_json,
+                  const char *const *extra)
+{
+    memset(g, 0, sizeof(*g));
+    g->out_fd = -1;
+    snprintf(g->dir, sizeof(g->dir), "/tmp/mgt-XXXXXX");
+    if (mkdtemp(g->dir) == NULL)
+        return -1;
+    snprintf(g->logdir, sizeof(g->logdir), "%s/logs", g->dir);
+    char cfg[300];
+    snprintf(cfg, sizeof(cfg), "%s/config.json", g->dir);
+    if (config_json != NULL) {
+        FILE *f = fopen(cfg, "w");
+        if (f == NULL)
+            return -1;
+        fputs(config_json, f);
+        fclose(f);
+    }
+    const char *argv[64] = { bin, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+                             "--log-dir", g->logdir };
+    int argc = 7;
+    if (config_json != NULL) {
+        argv[argc++] = "--config";
+        argv[argc++] = cfg;
+    }
+    for (size_t i = 0; extra != NULL && extra[i] != NULL && argc < 62; i++)
+        argv[argc++] = extra[i];
+    argv[argc] = NULL;
+
+    int out[2];
+    if (pipe2(out, O_CLOEXEC) != 0)
+        return -1;
+    char errpath[300];
+    snprintf(errpath, sizeof(errpath), "%s/stderr.txt", g->dir);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        /* A test that fails an assertion exits at once: take the gateway
+         * (and so its modules) with it. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int err = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        dup2(out[1], 1);
+        if (err >= 0)
+            dup2(err, 2);
+        execv(bin, (char *const *)argv);
+        _exit(127);
+    }
+    close(out[1]);
+    g->pid = pid;
+    g->out_fd = out[0];
+
+    size_t len = 0, cap = 4096;
+    g->out = calloc(1, cap);
+    long deadline = now_ms() + 20000;
+    for (;;) {
+        char *ready = strstr(g->out, "modgate: ready on http://127.0.0.1:");
+        if (ready != NULL && strchr(ready, '\n') != NULL) {
+            sscanf(ready, "modgate: ready on http://127.0.0.1:%d (admin http://127.0.0.1:%d)",
+                   &g->port, &g->admin_port);
+            return g->port > 0 ? 0 : -1;
+        }
+        long left = deadline - now_ms();
+        if (left <= 0)
+            return -1;
+        struct pollfd p = { .fd = out[0], .events = POLLIN };
+        if (poll(&p, 1, (int)left) <= 0)
+            return -1;
+        if (len + 1024 >= cap) {
+            cap *= 2;
+            g->out = realloc(g->out, cap);
+        }
+        ssize_t n = read(out[0], g->out + len, cap - len - 1);
+        if (n <= 0)
+            return -1; /* exited before ready */
+        len += (size_t)n;
+        g->out[len] = '\0';
+    }
+}
+
+int gwp_start(struct gwp *g, const char *config_json, const char *const *extra)
+{
+    return gwp_start_bin(g, MODGATE_BIN, config_json, extra);
+}
+
+int gwp_stop(struct gwp *g)
+{
+    if (g->pid <= 0)
+        return -1;
+    kill(g->pid, SIGTERM);
+    long deadline = now_ms() + 20000;
+    int status;
+    while (now_ms() < deadline) {
+        pid_t r = waitpid(g->pid, &status, WNOHANG);
+        if (r == g->pid) {
+            g->pid = 0;
+            return status;
+        }
+        usleep(10000);
+    }
+    kill(g->pid, SIGKILL);
+    waitpid(g->pid, &status, 0);
+    g->pid = 0;
+    return -1;
+}
+
+static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    return remove(path);
+}
+
+void gwp_cleanup(struct gwp *g)
+{
+    if (g->pid > 0) {
+        kill(g->pid, SIGKILL);
+        waitpid(g->pid, NULL, 0);
+        g->pid = 0;
+    }
+    if (g->out_fd >= 0)
+        close(g->out_fd);
+    g->out_fd = -1;
+    free(g->out);
+    g->out = NULL;
+    if (g->dir[0] != '\0' && getenv("MG_TEST_KEEP") == NULL)
+        nftw(g->dir, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+static const char *fmt_url(int port, const char *path)
+{
+    static __thread char bufs[8][4096];
+    static __thread unsigned next;
+    char *b = bufs[next++ % 8];
+    snprintf(b, sizeof(bufs[0]), "http://127.0.0.1:%d%s", port, path);
+    return b;
+}
+
+const char *gwp_url(const struct gwp *g, const char *path)
+{
+    return fmt_url(g->port, path);
+}
+
+const char *gwp_admin_url(const struct gwp *g, const char *path)
+{
+    return fmt_url(g->admin_port, path);
+}
+
+char *gwp_log(const struct gwp *g, const char *name)
+{
+    char path[400];
+    snprintf(path, sizeof(path), "%s/%s", g->logdir, name);
+    char *s = read_file(path, NULL);
+    return s ? s : strdup("");
+}
+
+bool gwp_wait_log(const struct gwp *g, const char *name, const char *needle, int ms)
+{
+    long deadline = now_ms() + ms;
+    do {
+        char *s = gwp_log(g, name);
+        bool found = strstr(s, needle) != NULL;
+        free(s);
+        if (found)
+            return true;
+        usleep(20000);
+    } while (now_ms() < deadline);
+    return false;
+}
+
+static json_t *module_info(const struct gwp *g, const char *module)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "/-/modules/%s", module);
+    struct http_resp r;
+    if (http_get(gwp_admin_url(g, path), &r) != 0 || r.status != 200) {
+        http_free(&r);
+        return NULL;
+    }
+    json_t *j = json_loads(r.body, 0, NULL);
+    http_free(&r);
+    return j;
+}
+
+pid_t gwp_module_pid(const struct gwp *g, const char *module)
+{
+    json_t *j = module_info(g, module);
+    pid_t pid = j ? (pid_t)json_integer_value(json_object_get(j, "pid")) : 0;
+    json_decref(j);
+    return pid;
+}
+
+bool gwp_wait_state(const struct gwp *g, const char *module, const char *state, int ms)
+{
+    long deadline = now_ms() + ms;
+    do {
+        json_t *j = module_info(g, module);
+        const char *st = j ? json_string_value(json_object_get(j, "state")) : NULL;
+        bool ok = st != NULL && strcmp(st, state) == 0;
+        json_decref(j);
+        if (ok)
+            return true;
+        usleep(20000);
+    } while (now_ms() < deadline);
+    return false;
+}
+
+static size_t on_body(char *p, size_t size, size_t n, void *userp)
+{
+    struct http_resp *r = userp;
+    size_t len = size * n;
+    char *b = realloc(r->body, r->len + len + 1);
+    if (b == NULL)
+        return 0;
+    r->body = b;
+    memcpy(r->body + r->len, p, len);
+    r->len += len;
+    r->body[r->len] = '\0';
+    return len;
+}
+
+static size_t on_header(char *p, size_t size, size_t n, void *userp)
+{
+    struct http_resp *r = userp;
+    size_t len = size * n;
+    if (len >= 5 && memcmp(p, "HTTP/", 5) == 0) {
+        curl_slist_free_all(r->headers); /* a new (final) response starts */
+        r->headers = NULL;
+        return len;
+    }
+    char line[8192];
+    size_t l = len < sizeof(line) - 1 ? len : sizeof(line) - 1;
+    memcpy(line, p, l);
+    while (l > 0 && (line[l - 1] == '\r' || line[l - 1] == '\n'))
+        l--;
+    line[l] = '\0';
+    if (l > 0)
+        r->headers = curl_slist_append(r->headers, line);
+    return len;
+}
+
+int http_do(const struct http_req *q, struct http_resp *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->body = calloc(1, 1);
+    CURL *e = curl_easy_init();
+    struct curl_slist *hdrs = NULL;
+    for (size_t i = 0; q->headers != NULL && q->headers[i] != NULL; i++)
+        hdrs = curl_slist_append(hdrs, q->headers[i]);
+    curl_easy_setopt(e, CURLOPT_URL, q->url);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_PROXY, "");
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, q->timeout_ms ? q->timeout_ms : 10000L);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
+    const char *method = q->method ? q->method : "GET";
+    if (strcmp(method, "HEAD") == 0) {
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else if (q->body != NULL) {
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, q->body);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)q->body_len);
+        if (strcmp(method, "POST") != 0)
+            curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    } else if (strcmp(method, "GET") != 0) {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+    }
+    r->rc = curl_easy_perform(e);
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
+    curl_easy_cleanup(e);
+    curl_slist_free_all(hdrs);
+    return r->rc == CURLE_OK ? 0 : -1;
+}
+
+int http_get(const char *url, struct http_resp *r)
+{
+    struct http_req q = { .url = url };
+    return http_do(&q, r);
+}
+
+const char *http_header(const struct http_resp *r, const char *name)
+{
+    size_t n = strlen(name);
+    for (struct curl_slist *h = r->headers; h != NULL; h = h->next)
+        if (strncasecmp(h->data, name, n) == 0 && h->data[n] == ':') {
+            const char *v = h->data + n + 1;
+            while (*v == ' ')
+                v++;
+            return v;
+        }
+    return NULL;
+}
+
+size_t http_header_count(const struct http_resp *r, const char *name)
+{
+    size_t n = strlen(name), count = 0;
+    for (struct curl_slist *h = r->headers; h != NULL; h = h->next)
+        if (strncasecmp(h->data, name, n) == 0 && h->data[n] == ':')
+            count++;
+    return count;
+}
+
+void http_free(struct http_resp *r)
+{
+    free(r->body);
+    curl_slist_free_all(r->headers);
+    memset(r, 0, sizeof(*r));
+}
+
+bool process_dead(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    char *s = read_file(path, NULL);
+    if (s == NULL)
+        return true;
+    const char *paren = strrchr(s, ')');
+    bool zombie = paren != NULL && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X');
+    free(s);
+    return zombie;
+}

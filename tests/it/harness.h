@@ -1,0 +1,80 @@
+/*
+ * Integration-test harness: starts the real build/bin/modgate on port 0
+ * in a temporary directory and speaks HTTP to it with libcurl, the way a
+ * user with curl would.
+ */
+#ifndef MG_TEST_HARNESS_H
+#define MG_TEST_HARNESS_H
+
+#include <curl/curl.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+struct gwp {
+    pid_t pid;
+    int port, admin_port;
+    char dir[256];      /* temporary directory of this gateway */
+    char logdir[320];   /* dir/logs */
+    char *out;          /* stdout up to and including the ready line */
+    int out_fd;         /* the rest of stdout */
+};
+
+/* Starts a gateway. `config_json` (may be NULL) is written to a config
+ * file; `extra` (NULL-terminated, may be NULL) are more arguments.
+ * Returns 0 once the ready line is read; -1 otherwise (g->out holds what
+ * was printed). */
+int gwp_start(struct gwp *g, const char *config_json, const char *const *extra);
+/* Same with another gateway executable (tests with their own modules). */
+int gwp_start_bin(struct gwp *g, const char *bin, const char *config_json,
+                  const char *const *extra);
+/* SIGTERM and wait (up to 20 s); returns the exit status as from waitpid,
+ * or -1 if it did not exit. */
+int gwp_stop(struct gwp *g);
+/* Removes the temporary directory and frees g. */
+void gwp_cleanup(struct gwp *g);
+
+/* "http://127.0.0.1:PORT" + path, in a buffer valid until the 8th next call. */
+const char *gwp_url(const struct gwp *g, const char *path);
+const char *gwp_admin_url(const struct gwp *g, const char *path);
+/* The content of DIR/logs/NAME (caller frees), "" if missing. */
+char *gwp_log(const struct gwp *g, const char *name);
+/* Polls until `name` in the log dir contains `needle` (up to ms). */
+bool gwp_wait_log(const struct gwp *g, const char *name, const char *needle, int ms);
+/* The pid of a module's live process, from the admin API; 0 if none. */
+pid_t gwp_module_pid(const struct gwp *g, const char *module);
+/* Polls the admin API until the module is in `state` (up to ms). */
+bool gwp_wait_state(const struct gwp *g, const char *module, const char *state, int ms);
+
+struct http_resp {
+    long status;
+    char *body;
+    size_t len;
+    struct curl_slist *headers; /* "Name: value" lines of the final response */
+    CURLcode rc;
+};
+
+struct http_req {
+    const char *method;            /* default GET */
+    const char *url;
+    const char *const *headers;    /* NULL-terminated "Name: value" */
+    const void *body;
+    size_t body_len;
+    long timeout_ms;               /* default 10000 */
+};
+
+/* Performs one request; 0 if a response came back (any status). */
+int http_do(const struct http_req *req, struct http_resp *resp);
+/* GET shortcut. */
+int http_get(const char *url, struct http_resp *resp);
+/* The first value of header `name` (case-insensitive), or NULL. */
+const char *http_header(const struct http_resp *r, const char *name);
+size_t http_header_count(const struct http_resp *r, const char *name);
+void http_free(struct http_resp *r);
+
+/* True if process `pid` is gone or a zombie. */
+bool process_dead(pid_t pid);
+/* Reads a whole file (caller frees), NULL if missing. */
+char *read_file(const char *path, size_t *len);
+
+#endif

@@ -1,0 +1,278 @@
+/* The gateway's own error table (SPEC §4): status, JSON body, headers. */
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+TestSuite(errors, .timeout = 60);
+
+static long ms_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* Checks the JSON body and X-Modgate-Error of a gateway-made error. */
+static json_t *expect_gateway_error(const struct http_resp *r, long status, const char *module,
+                                    const char *cause)
+{
+    cr_expect_eq(r->status, status, "status %ld, body %s", r->status, r->body);
+    cr_expect_str_eq(http_header(r, "Content-Type"), "application/json");
+    json_t *j = json_loads(r->body, 0, NULL);
+    cr_assert_not_null(j, "not JSON: %s", r->body);
+    cr_expect(json_is_string(json_object_get(j, "error")));
+    const char *rid = json_string_value(json_object_get(j, "request_id"));
+    cr_expect_not_null(rid);
+    cr_expect_str_eq(http_header(r, "X-Request-Id"), rid ? rid : "?");
+    json_t *mod = json_object_get(j, "module");
+    const char *hv = http_header(r, "X-Modgate-Error");
+    cr_assert_not_null(hv, "X-Modgate-Error missing");
+    char want[256];
+    snprintf(want, sizeof(want), "cause=%s", cause);
+    cr_expect_not_null(strstr(hv, want), "X-Modgate-Error: %s (want %s)", hv, want);
+    if (module == NULL) {
+        cr_expect(json_is_null(mod));
+        cr_expect_null(strstr(hv, "module="), "%s", hv);
+    } else {
+        cr_expect_str_eq(json_string_value(mod), module);
+        snprintf(want, sizeof(want), "module=%s; incarnation=", module);
+        cr_expect_not_null(strstr(hv, want), "X-Modgate-Error: %s", hv);
+    }
+    return j;
+}
+
+static void start(struct gwp *g, const char *cfg)
+{
+    cr_assert_eq(gwp_start(g, cfg, NULL), 0, "gateway did not start: %s", g->out);
+}
+
+static void finish(struct gwp *g)
+{
+    gwp_stop(g);
+    gwp_cleanup(g);
+}
+
+Test(errors, no_route_404)
+{
+    struct gwp g;
+    start(&g, NULL);
+    struct http_resp r;
+    cr_assert_eq(http_get(gwp_url(&g, "/nothing/here"), &r), 0);
+    json_decref(expect_gateway_error(&r, 404, NULL, "no_route"));
+    http_free(&r);
+    /* Admin paths are not served on the public listener. */
+    cr_assert_eq(http_get(gwp_url(&g, "/-/modules"), &r), 0);
+    cr_expect_eq(r.status, 404);
+    http_free(&r);
+    finish(&g);
+}
+
+Test(errors, wrong_method_405_with_allow)
+{
+    struct gwp g;
+    start(&g, NULL);
+    struct http_req q = { .method = "POST", .url = gwp_url(&g, "/hello/x"), .body = "a",
+                          .body_len = 1 };
+    struct http_resp r;
+    cr_assert_eq(http_do(&q, &r), 0);
+    json_decref(expect_gateway_error(&r, 405, NULL, "method_not_allowed"));
+    cr_expect_str_eq(http_header(&r, "Allow"), "GET");
+    http_free(&r);
+    finish(&g);
+}
+
+Test(errors, body_over_limit_413)
+{
+    struct gwp g;
+    start(&g, "{\"limits\": {\"max_body_bytes\": 1000}}");
+    char body[5000];
+    memset(body, 'x', sizeof(body));
+    struct http_req q = { .method = "POST", .url = gwp_url(&g, "/echo/big"), .body = body,
+                          .body_len = sizeof(body) };
+    struct http_resp r;
+    cr_assert_eq(http_do(&q, &r), 0);
+    json_decref(expect_gateway_error(&r, 413, "echo", "too_large"));
+    http_free(&r);
+
+    /* Chunked: no length up front, refused as the bytes arrive. */
+    const char *chunked[] = { "Transfer-Encoding: chunked", NULL };
+    q.headers = chunked;
+    cr_assert_eq(http_do(&q, &r), 0);
+    json_decref(expect_gateway_error(&r, 413, "echo", "too_large"));
+    http_free(&r);
+
+    /* Exactly at the limit passes. */
+    q.headers = NULL;
+    q.body_len = 1000;
+    cr_assert_eq(http_do(&q, &r), 0);
+    cr_expect_eq(r.status, 200);
+    http_free(&r);
+    finish(&g);
+}
+
+Test(errors, headers_over_limit_431)
+{
+    struct gwp g;
+    start(&g, "{\"limits\": {\"max_header_bytes\": 4096}}");
+    char *big = malloc(6000);
+    strcpy(big, "X-Big: ");
+    memset(big + 7, 'a', 5000);
+    big[5007] = '\0';
+    const char *hdrs[] = { big, NULL };
+    struct http_req q = { .url = gwp_url(&g, "/hello/x"), .headers = hdrs };
+    struct http_resp r;
+    cr_assert_eq(http_do(&q, &r), 0);
+    json_decref(expect_gateway_error(&r, 431, NULL, "headers_too_large"));
+    http_free(&r);
+    free(big);
+    finish(&g);
+}
+
+Test(errors, crash_gives_502_naming_the_signal)
+{
+    struct gwp g;
+    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    struct http_resp r;
+    cr_assert_eq(http_get(gwp_url(&g, "/chaos/crash"), &r), 0);
+    json_t *j = expect_gateway_error(&r, 502, "chaos", "signaled");
+    const char *msg = json_string_value(json_object_get(j, "error"));
+    cr_expect_not_null(strstr(msg, "signal 6"), "%s", msg);
+    cr_expect_not_null(strstr(msg, "SIGABRT"), "%s", msg);
+    cr_expect_not_null(strstr(http_header(&r, "X-Modgate-Error"), "incarnation=1"));
+    json_decref(j);
+    http_free(&r);
+    finish(&g);
+}
+
+Test(errors, exit_gives_502_with_the_code)
+{
+    struct gwp g;
+    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    struct http_resp r;
+    cr_assert_eq(http_get(gwp_url(&g, "/chaos/exit?code=7"), &r), 0);
+    json_t *j = expect_gateway_error(&r, 502, "chaos", "exited");
+    const char *msg = json_string_value(json_object_get(j, "error"));
+    cr_expect_not_null(strstr(msg, "exited with code 7"), "%s", msg);
+    json_decref(j);
+    http_free(&r);
+    finish(&g);
+}
+
+struct slow_call {
+    const char *url;
+    struct http_resp r;
+    long done_at;
+};
+
+static void *slow_thread(void *arg)
+{
+    struct slow_call *c = arg;
+    http_get(c->url, &c->r);
+    c->done_at = ms_now();
+    return NULL;
+}
+
+Test(errors, in_flight_request_fails_at_once_when_its_module_dies)
+{
+    struct gwp g;
+    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    struct slow_call c = { .url = gwp_url(&g, "/chaos/slow?ms=8000") };
+    pthread_t t;
+    pthread_create(&t, NULL, slow_thread, &c);
+    usleep(300 * 1000); /* let it reach the module */
+    struct http_resp r;
+    long crash_at = ms_now();
+    cr_assert_eq(http_get(gwp_url(&g, "/chaos/crash"), &r), 0);
+    http_free(&r);
+    pthread_join(t, NULL);
+    cr_expect_eq(c.r.status, 502, "slow request: %ld %s", c.r.status, c.r.body);
+    cr_expect_lt(c.done_at - crash_at, 500, "answered %ld ms after the crash", c.done_at - crash_at);
+    cr_expect_not_null(strstr(c.r.body, "SIGABRT"), "%s", c.r.body);
+    http_free(&c.r);
+    finish(&g);
+}
+
+Test(errors, restarting_module_gives_503_with_retry_after)
+{
+    struct gwp g;
+    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
+              " \"restart\": {\"backoff_initial_ms\": 4000, \"backoff_max_ms\": 8000}}");
+    struct http_resp r;
+    cr_assert_eq(http_get(gwp_url(&g, "/chaos/crash"), &r), 0);
+    http_free(&r);
+    cr_assert_eq(http_get(gwp_url(&g, "/chaos/slow?ms=1"), &r), 0);
+    json_decref(expect_gateway_error(&r, 503, "chaos", "restarting"));
+    const char *ra = http_header(&r, "Retry-After");
+    cr_assert_not_null(ra);
+    int secs = atoi(ra);
+    cr_expect(secs >= 1 && secs <= 4, "Retry-After: %s", ra);
+    http_free(&r);
+    /* Other modules keep serving meanwhile. */
+    cr_assert_eq(http_get(gwp_url(&g, "/hello/still"), &r), 0);
+    cr_expect_eq(r.status, 200);
+    http_free(&r);
+    finish(&g);
+}
+
+Test(errors, failed_module_gives_503)
+{
+    struct gwp g;
+    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}, \"restart\": {\"max_restarts\": 0}}");
+    struct http_resp r;
+    cr_assert_eq(http_get(gwp_url(&g, "/chaos/crash"), &r), 0);
+    http_free(&r);
+    cr_assert(gwp_wait_state(&g, "chaos", "failed", 5000));
+    cr_assert_eq(http_get(gwp_url(&g, "/chaos/slow?ms=1"), &r), 0);
+    json_decref(expect_gateway_error(&r, 503, "chaos", "failed"));
+    cr_expect_not_null(http_header(&r, "Retry-After"));
+    http_free(&r);
+    finish(&g);
+}
+
+Test(errors, no_response_headers_in_time_504)
+{
+    struct gwp g;
+    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
+              " \"limits\": {\"request_timeout_ms\": 300}}");
+    struct http_resp r;
+    long t0 = ms_now();
+    cr_assert_eq(http_get(gwp_url(&g, "/chaos/slow?ms=3000"), &r), 0);
+    long took = ms_now() - t0;
+    json_decref(expect_gateway_error(&r, 504, "chaos", "timeout_headers"));
+    cr_expect_lt(took, 2500, "took %ld ms", took);
+    http_free(&r);
+    /* The module is still fine. */
+    cr_assert_eq(http_get(gwp_url(&g, "/chaos/slow?ms=1"), &r), 0);
+    cr_expect_eq(r.status, 200);
+    http_free(&r);
+    finish(&g);
+}
+
+Test(errors, access_log_records_errors_with_cause)
+{
+    struct gwp g;
+    start(&g, NULL);
+    const char *hdrs[] = { "X-Request-Id: err-log-1", NULL };
+    struct http_req q = { .url = gwp_url(&g, "/missing"), .headers = hdrs };
+    struct http_resp r;
+    cr_assert_eq(http_do(&q, &r), 0);
+    http_free(&r);
+    cr_assert(gwp_wait_log(&g, "access.log", "err-log-1", 3000));
+    char *log = gwp_log(&g, "access.log");
+    char *line = strstr(log, "err-log-1");
+    cr_assert_not_null(line);
+    char *end = strchr(line, '\n');
+    if (end)
+        *end = '\0';
+    cr_expect_not_null(strstr(line, " GET /missing "), "%s", line);
+    cr_expect_not_null(strstr(line, " 404 "), "%s", line);
+    cr_expect_not_null(strstr(line, " no_route"), "%s", line);
+    free(log);
+    finish(&g);
+}

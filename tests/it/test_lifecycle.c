@@ -1,0 +1,429 @@
+/* Startup, readiness, logs, configuration errors and shutdown (SPEC §3, §5). */
+#include <criterion/criterion.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+TestSuite(lifecycle, .timeout = 90);
+
+static void start(struct gwp *g, const char *cfg)
+{
+    cr_assert_eq(gwp_start(g, cfg, NULL), 0, "gateway did not start: %s", g->out);
+}
+
+/* Runs a command, returns its exit status and output (stdout+stderr). */
+static int run(const char *const *argv, char **output)
+{
+    int p[2];
+    if (pipe(p) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(p[1], 1);
+        dup2(p[1], 2);
+        close(p[0]);
+        close(p[1]);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    close(p[1]);
+    size_t len = 0, cap = 4096;
+    char *out = calloc(1, cap);
+    ssize_t n;
+    while ((n = read(p[0], out + len, cap - len - 1)) > 0) {
+        len += (size_t)n;
+        if (len + 1 >= cap)
+            out = realloc(out, cap *= 2);
+        out[len] = '\0';
+    }
+    close(p[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    *output = out;
+    return status;
+}
+
+Test(lifecycle, ready_line_and_module_lines)
+{
+    struct gwp g;
+    start(&g, NULL);
+    cr_expect_not_null(strstr(g.out, "module hello ready: pid "), "%s", g.out);
+    cr_expect_not_null(strstr(g.out, "GET /hello/{name}"), "%s", g.out);
+    cr_expect_not_null(strstr(g.out, "module echo ready"), "%s", g.out);
+    cr_expect_null(strstr(g.out, "module chaos"), "chaos is off by default: %s", g.out);
+    char want[128];
+    snprintf(want, sizeof(want), "modgate: ready on http://127.0.0.1:%d (admin http://127.0.0.1:%d)\n",
+             g.port, g.admin_port);
+    cr_expect_not_null(strstr(g.out, want), "%s", g.out);
+    cr_expect_eq(strstr(g.out, "modgate: ready") - g.out + strlen(want), strlen(g.out),
+                 "the ready line comes last");
+    gwp_stop(&g);
+    gwp_cleanup(&g);
+}
+
+Test(lifecycle, healthz_and_readyz_on_both_listeners)
+{
+    struct gwp g;
+    start(&g, NULL);
+    const char *urls[] = { gwp_url(&g, "/-/healthz"), gwp_admin_url(&g, "/-/healthz"),
+                           gwp_url(&g, "/-/readyz"), gwp_admin_url(&g, "/-/readyz") };
+    for (size_t i = 0; i < 4; i++) {
+        struct http_resp r;
+        cr_assert_eq(http_get(urls[i], &r), 0);
+        cr_expect_eq(r.status, 200, "%s", urls[i]);
+        cr_expect_str_eq(r.body, "ok\n");
+        http_free(&r);
+    }
+    gwp_stop(&g);
+    gwp_cleanup(&g);
+}
+
+Test(lifecycle, readyz_503_lists_modules_not_ready)
+{
+    struct gwp g;
+    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
+              " \"restart\": {\"max_restarts\": 0}}");
+    struct http_resp r;
+    http_get(gwp_url(&g, "/chaos/crash"), &r);
+    http_free(&r);
+    cr_assert(gwp_wait_state(&g, "chaos", "failed", 5000));
+    cr_assert_eq(http_get(gwp_url(&g, "/-/readyz"), &r), 0);
+    cr_expect_eq(r.status, 503);
+    cr_expect_not_null(strstr(r.body, "chaos"), "%s", r.body);
+    cr_expect_null(strstr(r.body, "hello"), "%s", r.body);
+    http_free(&r);
+    cr_assert_eq(http_get(gwp_url(&g, "/-/healthz"), &r), 0);
+    cr_expect_eq(r.status, 200, "healthz stays ok");
+    http_free(&r);
+    gwp_stop(&g);
+    gwp_cleanup(&g);
+}
+
+static pid_t pid_from_out(const char *out, const char *module)
+{
+    char want[64];
+    snprintf(want, sizeof(want), "module %s ready: pid ", module);
+    const char *p = strstr(out, want);
+    return p ? (pid_t)atoi(p + strlen(want)) : 0;
+}
+
+Test(lifecycle, sigterm_stops_cleanly_with_no_child_left)
+{
+    struct gwp g;
+    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    pid_t kids[3] = { pid_from_out(g.out, "hello"), pid_from_out(g.out, "echo"),
+                      pid_from_out(g.out, "chaos") };
+    for (int i = 0; i < 3; i++)
+        cr_assert_gt(kids[i], 0, "%s", g.out);
+    char rundir[256] = "";
+    const char *sock = strstr(g.out, "socket ");
+    if (sock != NULL) {
+        sscanf(sock + 7, "%255[^,]", rundir);
+        char *slash = strrchr(rundir, '/');
+        if (slash)
+            *slash = '\0';
+    }
+    int status = gwp_stop(&g);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+    for (int i = 0; i < 3; i++)
+        cr_expect(process_dead(kids[i]), "child %d survived", (int)kids[i]);
+    struct stat st;
+    cr_expect_neq(stat(rundir, &st), 0, "socket directory %s removed", rundir);
+    char *log = gwp_log(&g, "gateway.log");
+    cr_expect_not_null(strstr(log, "stopped"), "%s", log);
+    free(log);
+    gwp_cleanup(&g);
+}
+
+Test(lifecycle, sigint_stops_too)
+{
+    struct gwp g;
+    start(&g, NULL);
+    pid_t kid = pid_from_out(g.out, "hello");
+    kill(g.pid, SIGINT);
+    int status;
+    waitpid(g.pid, &status, 0);
+    g.pid = 0;
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    cr_expect(process_dead(kid));
+    gwp_cleanup(&g);
+}
+
+Test(lifecycle, children_die_with_a_sigkilled_gateway)
+{
+    /* Orphans come to us, so that we can see them exit (and reap them). */
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    struct gwp g;
+    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    pid_t kids[3] = { pid_from_out(g.out, "hello"), pid_from_out(g.out, "echo"),
+                      pid_from_out(g.out, "chaos") };
+    kill(g.pid, SIGKILL);
+    waitpid(g.pid, NULL, 0);
+    g.pid = 0;
+    for (int t = 0; t < 200; t++) {
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+            ;
+        if (process_dead(kids[0]) && process_dead(kids[1]) && process_dead(kids[2]))
+            break;
+        usleep(10000);
+    }
+    for (int i = 0; i < 3; i++)
+        cr_expect(process_dead(kids[i]), "child %d outlived the gateway", (int)kids[i]);
+    gwp_cleanup(&g);
+}
+
+struct call {
+    const char *url;
+    struct http_resp r;
+};
+
+static void *call_thread(void *arg)
+{
+    struct call *c = arg;
+    http_get(c->url, &c->r);
+    return NULL;
+}
+
+Test(lifecycle, sigterm_lets_in_flight_requests_finish)
+{
+    struct gwp g;
+    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    struct call c = { .url = gwp_url(&g, "/chaos/slow?ms=700") };
+    pthread_t t;
+    pthread_create(&t, NULL, call_thread, &c);
+    usleep(200 * 1000);
+    int status = gwp_stop(&g);
+    pthread_join(t, NULL);
+    cr_expect_eq(c.r.status, 200, "in-flight request: %ld %s", c.r.status, c.r.body);
+    cr_expect_str_eq(c.r.body ? c.r.body : "", "slept 700\n");
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    http_free(&c.r);
+    gwp_cleanup(&g);
+}
+
+Test(lifecycle, logs_are_written)
+{
+    struct gwp g;
+    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    struct http_resp r;
+    cr_assert_eq(http_get(gwp_url(&g, "/chaos/log?lines=5"), &r), 0);
+    cr_expect_eq(r.status, 200);
+    http_free(&r);
+    cr_expect(gwp_wait_log(&g, "chaos.log", "chaos line 4", 3000));
+    char *log = gwp_log(&g, "chaos.log");
+    cr_expect_not_null(strstr(log, "incarnation 1 started, pid"), "%s", log);
+    cr_expect_not_null(strstr(log, "INFO chaos: chaos line 0"), "%s", log);
+    free(log);
+    log = gwp_log(&g, "hello.log");
+    cr_expect_not_null(strstr(log, "incarnation 1 started"), "%s", log);
+    free(log);
+    log = gwp_log(&g, "gateway.log");
+    cr_expect_not_null(strstr(log, "ready on http://"), "%s", log);
+    free(log);
+    const char *hdrs[] = { "X-Request-Id: access-1", NULL };
+    struct http_req q = { .url = gwp_url(&g, "/hello/log"), .headers = hdrs };
+    cr_assert_eq(http_do(&q, &r), 0);
+    http_free(&r);
+    cr_expect(gwp_wait_log(&g, "access.log", "access-1 127.0.0.1 GET /hello/log hello 1 200 10 ",
+                           3000));
+    gwp_stop(&g);
+    gwp_cleanup(&g);
+}
+
+Test(lifecycle, crash_is_logged_with_the_log_tail_and_the_module_comes_back)
+{
+    struct gwp g;
+    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}, \"health\": {\"log_tail_lines\": 3}}");
+    pid_t before = gwp_module_pid(&g, "chaos");
+    struct http_resp r;
+    cr_assert_eq(http_get(gwp_url(&g, "/chaos/log?lines=10"), &r), 0);
+    http_free(&r);
+    http_get(gwp_url(&g, "/chaos/crash"), &r);
+    http_free(&r);
+    cr_assert(gwp_wait_log(&g, "gateway.log", "chaos: chaos line 9", 3000));
+    char *log = gwp_log(&g, "gateway.log");
+    const char *head = strstr(log, "module chaos (incarnation 1, pid ");
+    cr_assert_not_null(head, "%s", log);
+    cr_expect_not_null(strstr(head, "was killed by signal 6 (SIGABRT)"), "%s", head);
+    cr_expect_not_null(strstr(head, "chaos.log, last 3 lines:"), "%s", head);
+    /* Exactly the last three lines of chaos.log, in order. */
+    const char *l8 = strstr(head, "chaos line 8");
+    const char *l9 = strstr(head, "chaos line 9");
+    const char *crash = strstr(head, "crashing on request");
+    cr_expect_null(strstr(head, "chaos line 7"), "only 3 lines: %s", head);
+    cr_expect(l8 && l9 && crash && l8 < l9 && l9 < crash, "%s", head);
+    free(log);
+    cr_assert(gwp_wait_state(&g, "chaos", "ready", 5000));
+    pid_t after = gwp_module_pid(&g, "chaos");
+    cr_expect(after > 0 && after != before);
+    cr_assert_eq(http_get(gwp_url(&g, "/chaos/slow?ms=1"), &r), 0);
+    cr_expect_eq(r.status, 200);
+    http_free(&r);
+    cr_assert(gwp_wait_log(&g, "chaos.log", "incarnation 2 started", 3000));
+    gwp_stop(&g);
+    gwp_cleanup(&g);
+}
+
+Test(lifecycle, start_failure_exited_before_ready)
+{
+    struct gwp g;
+    int rc = gwp_start_bin(&g, MODGATE_TESTGW,
+                           "{\"modules\": {\"flaky\": {\"env\": {\"FLAKY_MODE\": \"fail\"}}},"
+                           " \"restart\": {\"backoff_initial_ms\": 60000, \"backoff_max_ms\": 60000}}",
+                           NULL);
+    cr_assert_eq(rc, 0, "the gateway serves the other modules: %s", g.out);
+    cr_expect_not_null(strstr(g.out, "module flaky not ready"), "%s", g.out);
+    cr_expect_not_null(strstr(g.out, "exited with code 1 before ready"), "%s", g.out);
+    char *log = gwp_log(&g, "gateway.log");
+    cr_expect_not_null(strstr(log, "exited with code 1 before ready"), "%s", log);
+    cr_expect_not_null(strstr(log, "refusing to start"), "the log tail: %s", log);
+    free(log);
+    struct http_resp r;
+    cr_assert_eq(http_get(gwp_url(&g, "/hello/ok"), &r), 0);
+    cr_expect_eq(r.status, 200);
+    http_free(&r);
+    cr_assert_eq(http_get(gwp_url(&g, "/flaky/ok"), &r), 0);
+    cr_expect_eq(r.status, 503);
+    http_free(&r);
+    gwp_stop(&g);
+    gwp_cleanup(&g);
+}
+
+Test(lifecycle, start_failure_not_ready_in_time)
+{
+    struct gwp g;
+    int rc = gwp_start_bin(&g, MODGATE_TESTGW,
+                           "{\"modules\": {\"flaky\": {\"ready_timeout_ms\": 300,"
+                           " \"env\": {\"FLAKY_MODE\": \"slow\"}}},"
+                           " \"restart\": {\"backoff_initial_ms\": 60000, \"backoff_max_ms\": 60000}}",
+                           NULL);
+    cr_assert_eq(rc, 0, "%s", g.out);
+    cr_expect_not_null(strstr(g.out, "module flaky not ready"), "%s", g.out);
+    char *log = gwp_log(&g, "gateway.log");
+    cr_expect_not_null(strstr(log, "not ready within 300 ms"), "%s", log);
+    cr_expect_not_null(strstr(log, "starting slowly"), "the log tail: %s", log);
+    free(log);
+    gwp_stop(&g);
+    gwp_cleanup(&g);
+}
+
+Test(lifecycle, config_errors_name_the_key_and_exit_2)
+{
+    struct {
+        const char *json, *needle;
+    } cases[] = {
+        { "{\"limits\": {\"max_body_bytes\": \"big\"}}", "limits.max_body_bytes" },
+        { "{\"listen\": 8080}", "listen" },
+        { "{\"no_such_key\": 1}", "no_such_key" },
+        { "{\"modules\": {\"nope\": {}}}", "modules.nope" },
+        { "{\"health\": {\"period_ms\": -5}}", "health.period_ms" },
+        { "{\"modules\": {\"echo\": {\"enabled\": \"yes\"}}}", "modules.echo.enabled" },
+        { "{not json", "line 1" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char path[] = "/tmp/mgt-cfg-XXXXXX";
+        int fd = mkstemp(path);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(write(fd, cases[i].json, strlen(cases[i].json)),
+                     (ssize_t)strlen(cases[i].json));
+        close(fd);
+        const char *argv[] = { MODGATE_BIN, "--config", path, "--log-dir", "/tmp/mgt-nolog", NULL };
+        char *out;
+        int status = run(argv, &out);
+        unlink(path);
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 2, "%s: status %d", cases[i].json,
+                  status);
+        cr_expect_not_null(strstr(out, cases[i].needle), "%s -> %s", cases[i].json, out);
+        free(out);
+    }
+    const char *bad_flag[] = { MODGATE_BIN, "--listen", "nowhere", NULL };
+    char *out;
+    int status = run(bad_flag, &out);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 2);
+    cr_expect_not_null(strstr(out, "--listen"), "%s", out);
+    free(out);
+}
+
+Test(lifecycle, duplicate_routes_are_a_startup_error_naming_both)
+{
+    const char *argv[] = { MODGATE_CONFLICT, "--listen", "127.0.0.1:0", "--admin-listen",
+                           "127.0.0.1:0", "--log-dir", "/tmp/mgt-conflict-logs", NULL };
+    char *out;
+    int status = run(argv, &out);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 2, "status %d: %s", status, out);
+    cr_expect_not_null(strstr(out, "dup"), "%s", out);
+    cr_expect_not_null(strstr(out, "hello"), "%s", out);
+    cr_expect_not_null(strstr(out, "/hello/{"), "%s", out);
+    free(out);
+}
+
+Test(lifecycle, help_and_version)
+{
+    const char *help[] = { MODGATE_BIN, "--help", NULL };
+    char *out;
+    int status = run(help, &out);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    cr_expect_not_null(strstr(out, "--admin-listen"), "%s", out);
+    free(out);
+    const char *version[] = { MODGATE_BIN, "--version", NULL };
+    status = run(version, &out);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    cr_expect_eq(strncmp(out, "modgate ", 8), 0, "%s", out);
+    free(out);
+}
+
+Test(lifecycle, module_runs_standalone)
+{
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(p[1], 1);
+        close(p[0]);
+        execl(MODGATE_BIN, MODGATE_BIN, "--module", "hello", "--listen", "127.0.0.1:0", NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    char buf[512] = "";
+    size_t len = 0;
+    while (strchr(buf, '\n') == NULL && len < sizeof(buf) - 1) {
+        struct pollfd pf = { .fd = p[0], .events = POLLIN };
+        if (poll(&pf, 1, 10000) <= 0)
+            break;
+        ssize_t n = read(p[0], buf + len, sizeof(buf) - 1 - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        buf[len] = '\0';
+    }
+    int port = 0;
+    const char *at = strstr(buf, "ready on 127.0.0.1:");
+    cr_assert_not_null(at, "%s", buf);
+    port = atoi(at + strlen("ready on 127.0.0.1:"));
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/hello/alone", port);
+    struct http_resp r;
+    cr_assert_eq(http_get(url, &r), 0);
+    cr_expect_eq(r.status, 200);
+    cr_expect_str_eq(r.body, "hello alone\n");
+    http_free(&r);
+    kill(pid, SIGTERM);
+    int status;
+    waitpid(pid, &status, 0);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+    close(p[0]);
+}
