@@ -197,13 +197,13 @@ static void read_curl_messages(struct gw_loop *l)
 static int compute_timeout(struct gw_loop *l, uint64_t now, uint64_t timers_at,
                            uint64_t *mhd_at)
 {
+    *mhd_at = UINT64_MAX;
     if (l->resumed)
         return 0;
     uint64_t at = timers_at;
     if (l->curl_deadline_ms >= 0 && (uint64_t)l->curl_deadline_ms < at)
         at = (uint64_t)l->curl_deadline_ms;
     MHD_UNSIGNED_LONG_LONG mt;
-    *mhd_at = UINT64_MAX;
     if (MHD_get_timeout(l->mhd, &mt) == MHD_YES) {
         *mhd_at = now + mt;
         if (*mhd_at < at)

@@ -1,5 +1,7 @@
 #include "harness.h"
 
+#include <criterion/criterion.h>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -161,6 +163,28 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
     return remove(path);
 }
 
+/* Sanitizer reports land in the gateway's stderr and in the module logs
+ * (a module's stderr): any of them fails the test. */
+static void check_no_sanitizer_reports(const struct gwp *g)
+{
+    static const char *const files[] = { "stderr.txt", "logs/gateway.log", "logs/hello.log",
+                                         "logs/echo.log", "logs/chaos.log", "logs/flaky.log" };
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        char path[400];
+        snprintf(path, sizeof(path), "%s/%s", g->dir, files[i]);
+        char *text = read_file(path, NULL);
+        if (text == NULL)
+            continue;
+        const char *hit = strstr(text, "AddressSanitizer");
+        if (hit == NULL)
+            hit = strstr(text, "LeakSanitizer");
+        if (hit == NULL)
+            hit = strstr(text, "runtime error:");
+        cr_expect_null(hit, "sanitizer report in %s: %.400s", files[i], hit);
+        free(text);
+    }
+}
+
 void gwp_cleanup(struct gwp *g)
 {
     if (g->pid > 0) {
@@ -168,6 +192,8 @@ void gwp_cleanup(struct gwp *g)
         waitpid(g->pid, NULL, 0);
         g->pid = 0;
     }
+    if (g->dir[0] != '\0')
+        check_no_sanitizer_reports(g);
     if (g->out_fd >= 0)
         close(g->out_fd);
     g->out_fd = -1;

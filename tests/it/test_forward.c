@@ -145,7 +145,7 @@ static void fill(unsigned char *buf, size_t len, unsigned seed)
 
 static void body_roundtrip(const char *method, size_t len)
 {
-    unsigned char *body = malloc(len ? len : 1);
+    unsigned char *body = calloc(1, len ? len : 1);
     fill(body, len, (unsigned)len);
     char hex[65];
     sha256_hex(body, len, hex);

@@ -143,7 +143,14 @@ Test(lifecycle, sigterm_stops_cleanly_with_no_child_left)
     struct stat st;
     cr_expect_neq(stat(rundir, &st), 0, "socket directory %s removed", rundir);
     char *log = gwp_log(&g, "gateway.log");
-    cr_expect_not_null(strstr(log, "stopped"), "%s", log);
+    const char *const names[] = { "hello", "echo", "chaos" };
+    for (int i = 0; i < 3; i++) {
+        char want[128];
+        snprintf(want, sizeof(want), "module %s (incarnation 1, pid %d) stopped: exited with code 0",
+                 names[i], (int)kids[i]);
+        cr_expect_not_null(strstr(log, want), "want \"%s\" in %s", want, log);
+    }
+    cr_expect_not_null(strstr(log, "INFO stopped"), "%s", log);
     free(log);
     gwp_cleanup(&g);
 }

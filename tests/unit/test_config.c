@@ -115,11 +115,13 @@ static bool actual(const struct gw_config *c, const char *key, char *buf, size_t
 /* Runs one case; returns the number of failed checks (0 = pass). */
 static int run_case(const char *dir, const char *base)
 {
-    char path[1024];
-    snprintf(path, sizeof(path), "%s/%s.json", dir, base);
+    char *path;
+    cr_assert_geq(asprintf(&path, "%s/%s.json", dir, base), 0);
     char *json = read_text(path);
-    snprintf(path, sizeof(path), "%s/%s.expect", dir, base);
+    free(path);
+    cr_assert_geq(asprintf(&path, "%s/%s.expect", dir, base), 0);
     char *expect = read_text(path);
+    free(path);
 
     struct gw_config c;
     load_defaults(&c);
