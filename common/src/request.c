@@ -46,6 +46,7 @@ void mg__req_free(struct mg_req *req)
     }
     free(req->headers);
     free(req->method);
+    free(req->allow);
     mg__buf_free(&req->body);
     free(req->path);
     free(req->target);
@@ -210,6 +211,18 @@ const void *mg_req_body(const mg_req *req, size_t *len)
 {
     *len = req->body.len;
     return req->body.data ? req->body.data : "";
+}
+
+long mg_req_read(mg_req *req, void *buf, size_t len)
+{
+    if (req->upload != NULL)
+        return mg__upload_read(req->upload, buf, len);
+    size_t left = req->body.len - req->body_pos;
+    size_t n = len < left ? len : left;
+    if (n > 0)
+        memcpy(buf, req->body.data + req->body_pos, n);
+    req->body_pos += n;
+    return (long)n;
 }
 
 const char *mg_req_id(const mg_req *req)

@@ -67,6 +67,8 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     atomic_fetch_sub(&active_requests, 1);
     if (req->stream != NULL)
         mg__stream_connection_closed(req->stream, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
+    else if (req->upload != NULL)
+        mg__upload_connection_closed(req->upload);
     else
         mg__req_free(req);
 }
@@ -100,45 +102,61 @@ static enum MHD_Result run_unary(struct mg_req *req, mg_handler_fn fn)
     return queue(req->conn, status, r);
 }
 
+/* First call: routes the request, so that a streaming-upload handler can
+ * start before the body. Errors are remembered and answered at the last
+ * call (answering now would cost the keep-alive connection). */
+static enum MHD_Result route(struct server *srv, struct mg_req *req)
+{
+    if (strcmp(req->path, PROBE_PATH) == 0) {
+        req->is_probe = true;
+        return mg__req_prepare(req, NULL) == 0 ? MHD_YES : MHD_NO;
+    }
+    struct mg_route_match m;
+    size_t allowlen = mg_router_allow_max(srv->router);
+    char *allow = malloc(allowlen);
+    if (allow == NULL)
+        return MHD_NO;
+    enum mg_route_result found =
+        mg_router_match(srv->router, req->method, req->path, req->pathlen, &m, allow, allowlen);
+    if (found != MG_ROUTE_FOUND) {
+        req->route_error = found == MG_ROUTE_NO_PATH ? 404 : 405;
+        req->allow = allow;
+        return MHD_YES;
+    }
+    free(allow);
+    if (mg__req_prepare(req, &m) != 0)
+        return MHD_NO;
+    req->route = m.data;
+    if (req->route->kind == MG_ROUTE_UPLOAD &&
+        mg__upload_start(req, req->route->unary, srv->max_body) != 0) {
+        mg_log(MG_LOG_ERROR, "cannot start an upload handler thread");
+        req->route = NULL;
+        req->route_error = 503;
+    }
+    return MHD_YES;
+}
+
+/* Last call: the body is in; run the handler and queue its answer. */
 static enum MHD_Result dispatch(struct server *srv, struct mg_req *req)
 {
+    if (req->upload != NULL)
+        return mg__upload_finish(req);
+    if (req->route_error == 404)
+        return answer_error(req, 404, "no route", NULL);
+    if (req->route_error == 405)
+        return answer_error(req, 405, "method not allowed", req->allow);
+    if (req->route_error != 0)
+        return answer_error(req, req->route_error, mg__reason(req->route_error), NULL);
     if (req->body_too_large)
         return answer_error(req, 413, "request body too large", NULL);
-
-    if (strcmp(req->path, PROBE_PATH) == 0) {
+    if (req->is_probe) {
         if (srv->health == NULL)
             return queue(req->conn, 200,
                          MHD_create_response_from_buffer(3, (void *)"ok\n", MHD_RESPMEM_PERSISTENT));
-        if (mg__req_prepare(req, NULL) != 0)
-            return MHD_NO;
         return run_unary(req, srv->health->unary);
     }
-
-    struct mg_route_match m;
-    char allow[256];
-    char *allowp = allow;
-    size_t allowlen = mg_router_allow_max(srv->router);
-    if (allowlen > sizeof(allow) && (allowp = malloc(allowlen)) == NULL)
-        return MHD_NO;
-    else if (allowlen <= sizeof(allow))
-        allowlen = sizeof(allow);
-    enum mg_route_result found =
-        mg_router_match(srv->router, req->method, req->path, req->pathlen, &m, allowp, allowlen);
-    enum MHD_Result ok;
-    if (found == MG_ROUTE_NO_PATH) {
-        ok = answer_error(req, 404, "no route", NULL);
-    } else if (found == MG_ROUTE_NO_METHOD) {
-        ok = answer_error(req, 405, "method not allowed", allowp);
-    } else if (mg__req_prepare(req, &m) != 0) {
-        ok = MHD_NO;
-    } else {
-        const mg_route *route = m.data;
-        ok = route->kind == MG_ROUTE_STREAM ? mg__stream_start(req, route->stream)
-                                            : run_unary(req, route->unary);
-    }
-    if (allowp != allow)
-        free(allowp);
-    return ok;
+    return req->route->kind == MG_ROUTE_STREAM ? mg__stream_start(req, req->route->stream)
+                                               : run_unary(req, req->route->unary);
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
@@ -146,21 +164,21 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
 {
-    (void)url, (void)version;
+    (void)url, (void)version, (void)conn;
     struct server *srv = cls;
     struct mg_req *req = *con_cls;
     if (req == NULL)
         return MHD_NO;
     if (req->method == NULL) {
-        /* First call: headers only. Answering now would make MHD close the
-         * connection, so wait for the body (or its absence). */
         if ((req->method = strdup(method)) == NULL)
             return MHD_NO;
-        return MHD_YES;
+        return route(srv, req);
     }
     if (*upload_data_size > 0) {
-        if (!req->body_too_large &&
-            mg__buf_append(&req->body, upload_data, *upload_data_size) != 0)
+        if (req->upload != NULL)
+            mg__upload_feed(req->upload, upload_data, *upload_data_size);
+        else if (!req->body_too_large && req->route != NULL &&
+                 mg__buf_append(&req->body, upload_data, *upload_data_size) != 0)
             req->body_too_large = true;
         *upload_data_size = 0;
         return MHD_YES;
@@ -168,8 +186,18 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (req->dispatched)
         return MHD_YES;
     req->dispatched = true;
-    (void)conn;
     return dispatch(srv, req);
+}
+
+static void mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+    (void)cls;
+    char msg[512];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    size_t n = strlen(msg);
+    while (n > 0 && msg[n - 1] == '\n')
+        msg[--n] = '\0';
+    mg_log(MG_LOG_WARN, "libmicrohttpd: %s", msg);
 }
 
 static void reopen_log(const char *path)
@@ -250,6 +278,7 @@ int mg__serve(const mg_module *module, const struct mg_serve_opts *opts)
             MHD_USE_ITC |
             MHD_USE_ERROR_LOG,
         0, NULL, NULL, on_request, &srv,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
         MHD_OPTION_LISTEN_SOCKET, lfd,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, &srv,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, &srv,

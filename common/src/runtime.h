@@ -37,9 +37,15 @@ struct mg_req {
     struct mg_kv caps[MG_ROUTER_MAX_CAPTURES]; /* decoded captures (owned values) */
     size_t ncaps;
     struct mg_buf body;
+    size_t body_pos;          /* mg_req_read's cursor over `body` */
     bool body_too_large;
     bool dispatched;
+    bool is_probe;
+    const mg_route *route;    /* matched at the first call; NULL: probe or error */
+    int route_error;          /* 404 or 405 when no route fits */
+    char *allow;              /* Allow value of a 405 */
     struct mg_stream *stream; /* set once a stream handler took the request */
+    struct mg_upload *upload; /* set for a streaming-upload route */
 };
 
 struct mg_res {
@@ -75,6 +81,17 @@ int mg__req_prepare(struct mg_req *req, const struct mg_route_match *m);
 enum MHD_Result mg__stream_start(struct mg_req *req, mg_stream_fn fn);
 /* The client's connection ended (MHD completion callback). */
 void mg__stream_connection_closed(struct mg_stream *s, bool ok);
+
+/* Streaming uploads: the handler starts on its own thread when the headers
+ * are in and reads the body with mg_req_read while the connection thread
+ * feeds it. Start returns -1 if no thread could be made. */
+int mg__upload_start(struct mg_req *req, mg_handler_fn fn, size_t max_body);
+/* Hands body bytes over; blocks while the handler is behind. */
+void mg__upload_feed(struct mg_upload *u, const char *data, size_t len);
+/* The body is complete: waits for the handler and queues its answer. */
+enum MHD_Result mg__upload_finish(struct mg_req *req);
+long mg__upload_read(struct mg_upload *u, void *buf, size_t len);
+void mg__upload_connection_closed(struct mg_upload *u);
 
 const char *mg__current_module_name(void);
 

@@ -277,7 +277,6 @@ enum MHD_Result mg__stream_start(struct mg_req *req, mg_stream_fn fn)
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->cv, NULL);
     mg__res_init(&s->head);
-    mg__res_add_header(&s->head, "Content-Type", "text/plain; charset=utf-8");
     s->req = req;
     s->fn = fn;
     s->refs = 2; /* handler thread + connection */
@@ -327,7 +326,10 @@ enum MHD_Result mg__stream_start(struct mg_req *req, mg_stream_fn fn)
                                               stream_response_freed);
         if (r == NULL)
             stream_unref(s);
-        else if (mg__add_headers(r, &s->head) != 0) {
+        else if (mg__add_headers(r, &s->head) != 0 ||
+                 (MHD_get_response_header(r, "Content-Type") == NULL &&
+                  MHD_add_response_header(r, "Content-Type", "text/plain; charset=utf-8") !=
+                      MHD_YES)) {
             MHD_destroy_response(r);
             r = NULL;
         }

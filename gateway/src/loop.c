@@ -24,7 +24,7 @@
 #include "proxy.h"
 #include "supervisor.h"
 
-enum { TAG_MHD = 1, TAG_WAKE = 2, TAG_CURL = 3 };
+enum { TAG_MHD = 1, TAG_WAKE = 2, TAG_CURL = 3, TAG_CLIENT = 4 };
 
 #define TAG(kind, fd) (((uint64_t)(kind) << 32) | (uint32_t)(fd))
 
@@ -126,6 +126,7 @@ struct gw_loop *gw_loop_new(struct gateway *gw, unsigned index, char *err, size_
         MHD_OPTION_LISTEN_SOCKET, gw->listen_fd,
         MHD_OPTION_URI_LOG_CALLBACK, gw_proxy_on_uri, l,
         MHD_OPTION_NOTIFY_COMPLETED, gw_proxy_on_completed, l,
+        MHD_OPTION_NOTIFY_CONNECTION, gw_proxy_on_connection, l,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
         MHD_OPTION_CONNECTION_LIMIT, limit,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)90,
@@ -160,6 +161,19 @@ void gw_loop_drain(struct gw_loop *l, uint64_t deadline_ms)
 {
     l->drain_deadline_ms = deadline_ms;
     gw_loop_command(l, GW_CMD_DRAIN);
+}
+
+int gw_loop_watch_client(struct gw_loop *l, int fd)
+{
+    /* Edge-triggered hang-up only: one event when the peer closes, and no
+     * wake-ups for the reads and writes libmicrohttpd handles itself. */
+    struct epoll_event ev = { .events = EPOLLRDHUP | EPOLLET, .data.u64 = TAG(TAG_CLIENT, fd) };
+    return epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) == 0 ? 0 : -errno;
+}
+
+void gw_loop_unwatch_client(struct gw_loop *l, int fd)
+{
+    epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL);
 }
 
 void gw_loop_flush_access_log(struct gw_loop *l)
@@ -265,6 +279,8 @@ static void *loop_main(void *arg)
             int fd = (int)(uint32_t)evs[i].data.u64;
             if (kind == TAG_MHD) {
                 mhd_ready = true;
+            } else if (kind == TAG_CLIENT) {
+                gw_proxy_client_hangup(l, fd);
             } else if (kind == TAG_WAKE) {
                 uint64_t v;
                 ssize_t r = read(l->wakefd, &v, sizeof(v));
@@ -325,6 +341,7 @@ void gw_loop_join_free(struct gw_loop *l)
     for (size_t i = 0; i < l->neasy; i++)
         curl_easy_cleanup(l->easy_pool[i]);
     free(l->easy_pool);
+    free(l->by_fd);
     if (l->multi != NULL)
         curl_multi_cleanup(l->multi);
     mg__buf_free(&l->access_buf);

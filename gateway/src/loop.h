@@ -42,6 +42,9 @@ struct gw_loop {
     struct gw_link unpauses;      /* transfers to unpause after MHD_run */
     size_t nrequests;
 
+    void **by_fd;               /* client socket -> its current request */
+    size_t nby_fd;
+
     CURL **easy_pool;           /* idle easy handles, reused */
     size_t neasy, capeasy;
 
@@ -64,5 +67,10 @@ void gw_loop_join_free(struct gw_loop *l);
 
 /* For proxy.c: flushes buffered access-log lines. */
 void gw_loop_flush_access_log(struct gw_loop *l);
+/* For proxy.c: watches a client socket for the peer's hang-up, so that a
+ * request waiting on its module notices a client that left (libmicrohttpd
+ * does not watch suspended connections). 0 or -errno. */
+int gw_loop_watch_client(struct gw_loop *l, int fd);
+void gw_loop_unwatch_client(struct gw_loop *l, int fd);
 
 #endif

@@ -68,6 +68,8 @@ struct request {
     unsigned incarnation;          /* inc's number, or the module's latest */
 
     bool first_call_done;
+    bool client_gone;              /* the client hung up while we waited */
+    int fd;                        /* the client socket */
     bool suspended;
     bool reader_waiting;           /* suspended inside the content reader */
     bool queued;
@@ -640,6 +642,8 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     (void)pos;
     struct request *r = cls;
+    if (r->client_gone)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
     if (r->down.len > 0) {
         size_t n = bytes_take(&r->down, buf, max);
         r->bytes_out += n;
@@ -786,6 +790,10 @@ void *gw_proxy_on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     r->loop = l;
     r->conn = conn;
     r->refs = 1;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    r->fd = ci ? ci->connect_fd : -1;
+    if (r->fd >= 0 && (size_t)r->fd < l->nby_fd)
+        l->by_fd[r->fd] = r;
     r->resp_len = -1;
     r->start_us = mg__now_us();
     mg__buf_init(&r->resp_hdrs, (size_t)l->gw->cfg.limits.max_header_bytes * 4 + 65536);
@@ -950,6 +958,8 @@ enum MHD_Result gw_proxy_on_request(void *cls, struct MHD_Connection *conn, cons
     struct request *r = *con_cls;
     if (r == NULL)
         return MHD_NO;
+    if (r->client_gone)
+        return MHD_NO; /* close: nobody is listening */
     if (!r->first_call_done) {
         r->first_call_done = true;
         /* Answering in this first call would cost the keep-alive
@@ -1022,6 +1032,8 @@ void gw_proxy_on_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     gw_list_remove(&r->link_timer);
     gw_list_remove(&r->link_all);
     l->nrequests--;
+    if (r->fd >= 0 && (size_t)r->fd < l->nby_fd && l->by_fd[r->fd] == r)
+        l->by_fd[r->fd] = NULL;
     bool completed = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && r->queued;
     if (r->method != NULL)
         access_log(r, completed);
@@ -1030,6 +1042,52 @@ void gw_proxy_on_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     r->conn = NULL;
     r->suspended = false;
     request_unref(r);
+}
+
+void gw_proxy_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                            enum MHD_ConnectionNotificationCode toe)
+{
+    (void)socket_context;
+    struct gw_loop *l = cls;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (ci == NULL)
+        return;
+    int fd = ci->connect_fd;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        if ((size_t)fd >= l->nby_fd) {
+            size_t n = l->nby_fd ? l->nby_fd : 1024;
+            while (n <= (size_t)fd)
+                n *= 2;
+            void **grown = realloc(l->by_fd, n * sizeof(*grown));
+            if (grown == NULL)
+                return; /* hang-ups are then noticed by libmicrohttpd only */
+            memset(grown + l->nby_fd, 0, (n - l->nby_fd) * sizeof(*grown));
+            l->by_fd = grown;
+            l->nby_fd = n;
+        }
+        l->by_fd[fd] = NULL;
+        if (gw_loop_watch_client(l, fd) != 0)
+            gw_log(GW_WARN, "loop %u: cannot watch a client connection", l->index);
+    } else {
+        gw_loop_unwatch_client(l, fd);
+        if ((size_t)fd < l->nby_fd)
+            l->by_fd[fd] = NULL;
+    }
+}
+
+void gw_proxy_client_hangup(struct gw_loop *l, int fd)
+{
+    if (fd < 0 || (size_t)fd >= l->nby_fd)
+        return;
+    struct request *r = l->by_fd[fd];
+    /* Only a request we are holding needs us: libmicrohttpd sees the
+     * hang-up of every other connection itself. */
+    if (r == NULL || !r->suspended)
+        return;
+    r->client_gone = true;
+    transfer_end(r);
+    gw_list_remove(&r->link_timer);
+    resume(r);
 }
 
 /* ---- timers and events -------------------------------------------------- */

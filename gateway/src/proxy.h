@@ -20,6 +20,11 @@ enum MHD_Result gw_proxy_on_request(void *cls, struct MHD_Connection *conn, cons
                                     void **con_cls);
 void gw_proxy_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                            enum MHD_RequestTerminationCode toe);
+void gw_proxy_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                            enum MHD_ConnectionNotificationCode toe);
+
+/* The client socket `fd` was hung up by its peer. */
+void gw_proxy_client_hangup(struct gw_loop *l, int fd);
 
 /* A transfer finished (CURLMSG_DONE). */
 void gw_proxy_transfer_done(struct gw_loop *l, CURL *easy, CURLcode result);

@@ -1,7 +1,8 @@
 /*
  * echo: shows a request exactly as the module received it; the fixture
  * for the gateway's forwarding fidelity.
- *   ANY  /echo/(anything)   -> JSON {method, path, query, headers, body_len, body_sha256}
+ *   ANY  /echo/(anything)   -> JSON {method, path, query, headers, body_len, body_sha256};
+ *                              the body is read as it arrives, so it may be of any size
  *   POST /echo/raw          -> the body back, same Content-Type
  *   GET  /echo/env/{name}   -> the environment variable, 404 if unset
  *   GET  /echo/respond?status=S&header=Name:Value...
@@ -11,6 +12,7 @@
 
 #include <ctype.h>
 #include <jansson.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -48,10 +50,26 @@ static int describe(mg_req *req, mg_res *res)
         }
         free(lower);
     }
-    size_t blen;
-    const void *body = mg_req_body(req, &blen);
+    /* The body is hashed as it arrives: any size passes through. */
+    struct sha256 ctx;
+    sha256_init(&ctx);
+    size_t blen = 0;
+    char buf[64 * 1024];
+    long got;
+    while ((got = mg_req_read(req, buf, sizeof(buf))) > 0) {
+        sha256_update(&ctx, buf, (size_t)got);
+        blen += (size_t)got;
+    }
+    if (got < 0) {
+        json_decref(query);
+        json_decref(headers);
+        return mg_res_error(res, 400, "the request body broke off");
+    }
+    unsigned char digest[32];
+    sha256_final(&ctx, digest);
     char hex[65];
-    sha256_hex(body, blen, hex);
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", digest[i]);
     json_t *o = json_pack("{s:s, s:s, s:o, s:o, s:I, s:s}", "method", mg_req_method(req),
                           "path", mg_req_path(req), "query", query, "headers", headers,
                           "body_len", (json_int_t)blen, "body_sha256", hex);
@@ -116,4 +134,4 @@ MG_MODULE(echo,
           MG_POST("/echo/raw", raw),
           MG_GET("/echo/env/{name}", env),
           MG_GET("/echo/respond", respond),
-          MG_ANY("/echo/*", describe));
+          MG_UPLOAD("*", "/echo/*", describe));

@@ -60,8 +60,15 @@ int mg_req_query_at(const mg_req *req, size_t i, const char **name, const char *
 const char *mg_req_header(const mg_req *req, const char *name);
 size_t mg_req_header_count(const mg_req *req);
 int mg_req_header_at(const mg_req *req, size_t i, const char **name, const char **value);
-/* The whole request body (not NUL-terminated; *len may be 0). */
+/* The whole request body (not NUL-terminated; *len may be 0). On a
+ * streaming-upload route (MG_UPLOAD) the body is not collected: use
+ * mg_req_read there. */
 const void *mg_req_body(const mg_req *req, size_t *len);
+/* Reads the next bytes of the body into buf; returns how many (0 at the
+ * end), or -1 if the upload broke off or went over the size limit. On an
+ * MG_UPLOAD route it blocks until bytes arrive, so a handler can process a
+ * body larger than memory; elsewhere it reads the collected body. */
+long mg_req_read(mg_req *req, void *buf, size_t len);
 /* The request id the gateway assigned (X-Request-Id), or "". */
 const char *mg_req_id(const mg_req *req);
 
@@ -111,7 +118,7 @@ void mg_vlog(enum mg_log_level level, const char *fmt, va_list ap);
 
 /* ---- declaring a module ------------------------------------------------- */
 
-enum { MG_ROUTE_UNARY, MG_ROUTE_STREAM, MG_ROUTE_HEALTH, MG_ROUTE_INIT };
+enum { MG_ROUTE_UNARY, MG_ROUTE_STREAM, MG_ROUTE_HEALTH, MG_ROUTE_INIT, MG_ROUTE_UPLOAD };
 
 /* A module's start-up hook: runs once in the module's process before it
  * accepts requests (open files, connect to a database). Non-zero fails the
@@ -142,6 +149,9 @@ typedef struct mg_module {
 #define MG_DELETE(p, fn)          MG_ROUTE("DELETE", p, fn)
 #define MG_ANY(p, fn)             MG_ROUTE("*", p, fn)
 #define MG_STREAM(m, p, fn)       { (m), (p), NULL, (fn), MG_ROUTE_STREAM, NULL }
+/* A unary handler that reads its request body as it arrives (mg_req_read),
+ * started as soon as the headers are in. */
+#define MG_UPLOAD(m, p, fn)       { (m), (p), (fn), NULL, MG_ROUTE_UPLOAD, NULL }
 #define MG_STREAM_GET(p, fn)      MG_STREAM("GET", p, fn)
 #define MG_STREAM_POST(p, fn)     MG_STREAM("POST", p, fn)
 /* An optional health check run by the gateway's periodic probe, on the same
