@@ -1,0 +1,523 @@
+/* Streaming both ways through the gateway (SPEC §2, §4; issue 3). */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "sha256.h"
+
+TestSuite(stream, .timeout = 120);
+
+static long ms_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static void start(struct gwp *g, const char *cfg)
+{
+    cr_assert_eq(gwp_start(g, cfg, NULL), 0, "gateway did not start: %s", g->out);
+}
+
+static void finish(struct gwp *g)
+{
+    int status = gwp_stop(g);
+    cr_expect_eq(status, 0, "gateway exit status %d", status);
+    gwp_cleanup(g);
+}
+
+/* Records when each piece of the body arrived. */
+struct arrivals {
+    long start;
+    long at[64];
+    size_t sizes[64];
+    size_t n;
+    char body[8192];
+    size_t len;
+};
+
+static size_t on_piece(char *p, size_t size, size_t n, void *userp)
+{
+    struct arrivals *a = userp;
+    size_t len = size * n;
+    if (a->n < 64) {
+        a->at[a->n] = ms_now() - a->start;
+        a->sizes[a->n] = len;
+        a->n++;
+    }
+    size_t room = sizeof(a->body) - 1 - a->len;
+    memcpy(a->body + a->len, p, len < room ? len : room);
+    a->len += len < room ? len : room;
+    a->body[a->len] = '\0';
+    return len;
+}
+
+static CURLcode get_pieces(const char *url, struct arrivals *a, long *status)
+{
+    memset(a, 0, sizeof(*a));
+    CURL *e = curl_easy_init();
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_piece);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, a);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT, 30L);
+    a->start = ms_now();
+    CURLcode rc = curl_easy_perform(e);
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, status);
+    curl_easy_cleanup(e);
+    return rc;
+}
+
+Test(stream, chunks_arrive_as_they_are_written)
+{
+    struct gwp g;
+    start(&g, NULL);
+    struct arrivals a;
+    long status;
+    cr_assert_eq(get_pieces(gwp_url(&g, "/stream/count?n=5&interval_ms=250"), &a, &status),
+                 CURLE_OK);
+    cr_expect_eq(status, 200);
+    cr_expect_str_eq(a.body, "line 0\nline 1\nline 2\nline 3\nline 4\n");
+    cr_assert_geq(a.n, 5, "one piece per chunk, got %zu", a.n);
+    cr_expect_lt(a.at[0], 200, "the first line came at %ld ms, not at the end", a.at[0]);
+    cr_expect_geq(a.at[a.n - 1] - a.at[0], 800, "spread: %ld ms", a.at[a.n - 1] - a.at[0]);
+    for (size_t i = 1; i < a.n; i++)
+        cr_expect_geq(a.at[i] - a.at[i - 1], 150, "gap %zu: %ld ms", i, a.at[i] - a.at[i - 1]);
+    finish(&g);
+}
+
+Test(stream, server_sent_events_one_by_one)
+{
+    struct gwp g;
+    start(&g, NULL);
+    struct arrivals a;
+    long status;
+    struct http_resp r;
+    cr_assert_eq(get_pieces(gwp_url(&g, "/stream/sse?n=3&interval_ms=300"), &a, &status), CURLE_OK);
+    cr_expect_eq(status, 200);
+    cr_expect_str_eq(a.body, "data: 0\n\ndata: 1\n\ndata: 2\n\n");
+    cr_assert_eq(a.n, 3, "one piece per event, got %zu", a.n);
+    for (size_t i = 0; i < 3; i++)
+        cr_expect_eq(a.sizes[i], strlen("data: 0\n\n"));
+    cr_expect_geq(a.at[2] - a.at[0], 500);
+    cr_assert_eq(http_get(gwp_url(&g, "/stream/sse?n=1"), &r), 0);
+    cr_expect_str_eq(http_header(&r, "Content-Type"), "text/event-stream");
+    cr_expect_eq(http_header_count(&r, "Content-Type"), 1);
+    http_free(&r);
+    finish(&g);
+}
+
+Test(stream, ticks_one_chunk_each)
+{
+    struct gwp g;
+    start(&g, NULL);
+    struct arrivals a;
+    long status;
+    cr_assert_eq(get_pieces(gwp_url(&g, "/hello/ticks"), &a, &status), CURLE_OK);
+    cr_expect_eq(status, 200);
+    cr_expect_str_eq(a.body, "tick 0\ntick 1\ntick 2\ntick 3\ntick 4\n");
+    finish(&g);
+}
+
+Test(stream, error_before_the_first_chunk_is_a_normal_error)
+{
+    struct gwp g;
+    start(&g, NULL);
+    struct http_resp r;
+    cr_assert_eq(http_get(gwp_url(&g, "/stream/fail?after=0"), &r), 0);
+    cr_expect_eq(r.status, 500);
+    json_t *j = json_loads(r.body, 0, NULL);
+    cr_assert_not_null(j, "%s", r.body);
+    cr_expect_str_eq(json_string_value(json_object_get(j, "module")), "stream");
+    cr_expect_not_null(strstr(json_string_value(json_object_get(j, "error")), "after 0"));
+    json_decref(j);
+    http_free(&r);
+    finish(&g);
+}
+
+Test(stream, error_after_the_first_chunk_ends_the_stream_cleanly)
+{
+    struct gwp g;
+    start(&g, NULL);
+    struct http_resp r;
+    /* http_get returns 0 only for a well-formed (fully terminated) body. */
+    cr_assert_eq(http_get(gwp_url(&g, "/stream/fail?after=3"), &r), 0, "curl: %s",
+                 curl_easy_strerror(r.rc));
+    cr_expect_eq(r.status, 200);
+    cr_expect_eq(strncmp(r.body, "line 0\nline 1\nline 2\n", 21), 0, "%s", r.body);
+    cr_expect_not_null(strstr(r.body + 21, "failed on purpose after 3 lines"), "%s", r.body);
+    http_free(&r);
+    cr_expect(gwp_wait_log(&g, "stream.log", "fail: ended after 3 of 3 chunks", 3000));
+    finish(&g);
+}
+
+Test(stream, module_death_mid_stream_ends_the_stream_cleanly)
+{
+    struct gwp g;
+    start(&g, NULL);
+    pid_t pid = gwp_module_pid(&g, "stream");
+    cr_assert_gt(pid, 0);
+    struct arrivals a;
+    memset(&a, 0, sizeof(a));
+    CURLM *m = curl_multi_init();
+    CURL *e = curl_easy_init();
+    curl_easy_setopt(e, CURLOPT_URL, gwp_url(&g, "/stream/count?n=100&interval_ms=100"));
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_piece);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &a);
+    curl_multi_add_handle(m, e);
+    int running = 1;
+    bool killed = false;
+    long deadline = ms_now() + 20000;
+    while (running && ms_now() < deadline) {
+        curl_multi_perform(m, &running);
+        if (!killed && a.len >= 14) { /* two lines in */
+            kill(pid, SIGKILL);
+            killed = true;
+        }
+        curl_multi_poll(m, NULL, 0, 50, NULL);
+    }
+    CURLMsg *msg;
+    int left;
+    CURLcode rc = CURLE_RECV_ERROR;
+    while ((msg = curl_multi_info_read(m, &left)) != NULL)
+        if (msg->msg == CURLMSG_DONE)
+            rc = msg->data.result;
+    curl_multi_remove_handle(m, e);
+    curl_easy_cleanup(e);
+    curl_multi_cleanup(m);
+    cr_assert(killed);
+    cr_expect_eq(rc, CURLE_OK, "the chunked body ended cleanly: %s", curl_easy_strerror(rc));
+    cr_expect_eq(strncmp(a.body, "line 0\nline 1\n", 14), 0, "%s", a.body);
+    cr_expect_not_null(strstr(a.body, "killed by signal 9"), "the error is the last chunk: %s",
+                       a.body);
+    cr_expect_null(strstr(a.body, "line 99"));
+    finish(&g);
+}
+
+struct pattern_check {
+    uint64_t pos;
+    bool ok;
+};
+
+/* /stream/bytes sends byte i as i % 251: checked as the bytes arrive. */
+static size_t verify_pattern(char *p, size_t size, size_t n, void *userp)
+{
+    struct pattern_check *c = userp;
+    size_t len = size * n;
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)p[i] != (c->pos + i) % 251)
+            c->ok = false;
+    c->pos += len;
+    return len;
+}
+
+Test(stream, large_response_byte_exact)
+{
+    struct gwp g;
+    start(&g, NULL);
+    struct pattern_check c = { 0, true };
+    CURL *e = curl_easy_init();
+    curl_easy_setopt(e, CURLOPT_URL, gwp_url(&g, "/stream/bytes?n=209715200"));
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, verify_pattern);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, &c);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT, 100L);
+    CURLcode rc = curl_easy_perform(e);
+    curl_easy_cleanup(e);
+    cr_expect_eq(rc, CURLE_OK, "%s", curl_easy_strerror(rc));
+    cr_expect(c.ok, "a byte differs");
+    cr_expect_eq(c.pos, 209715200ull, "got %llu bytes", (unsigned long long)c.pos);
+    finish(&g);
+}
+
+static long rss_kb(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    char *s = read_file(path, NULL);
+    const char *v = s ? strstr(s, "VmRSS:") : NULL;
+    long kb = v ? atol(v + 6) : -1;
+    free(s);
+    return kb;
+}
+
+static int connect_to(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    int small = 64 * 1024;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+Test(stream, a_client_that_stops_reading_keeps_memory_flat)
+{
+    struct gwp g;
+    start(&g, NULL);
+    int fd = connect_to(g.port);
+    cr_assert_geq(fd, 0);
+    const char *req = "GET /stream/bytes?n=4294967296 HTTP/1.1\r\nHost: x\r\n\r\n";
+    cr_assert_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+    char buf[65536];
+    size_t got = 0;
+    while (got < 4 * 1024 * 1024) {
+        ssize_t n = read(fd, buf, sizeof(buf));
+        cr_assert_gt(n, 0);
+        got += (size_t)n;
+    }
+    sleep(1); /* buffers fill up */
+    long before = rss_kb(g.pid);
+    sleep(3); /* not reading */
+    long after = rss_kb(g.pid);
+    cr_expect_lt(after - before, 8 * 1024, "gateway RSS grew from %ld to %ld KiB", before, after);
+    /* The module was slowed down, not buffered into memory. */
+    pid_t mod = gwp_module_pid(&g, "stream");
+    cr_expect_lt(rss_kb(mod), 64 * 1024, "module RSS %ld KiB", rss_kb(mod));
+    /* Reading again resumes the stream. */
+    ssize_t n = read(fd, buf, sizeof(buf));
+    cr_expect_gt(n, 0);
+    close(fd);
+    cr_expect(gwp_wait_log(&g, "stream.log", "(client gone)", 5000));
+    finish(&g);
+}
+
+struct upload {
+    uint64_t left;
+    uint64_t pos;
+    struct sha256 sha;
+};
+
+static size_t on_upload(char *p, size_t size, size_t n, void *userp)
+{
+    struct upload *u = userp;
+    size_t len = size * n;
+    if (len > u->left)
+        len = (size_t)u->left;
+    for (size_t i = 0; i < len; i++)
+        p[i] = (char)((u->pos + i) * 7 % 253);
+    sha256_update(&u->sha, p, len);
+    u->pos += len;
+    u->left -= len;
+    return len;
+}
+
+static size_t collect(char *p, size_t size, size_t n, void *userp)
+{
+    struct http_resp *r = userp;
+    size_t len = size * n;
+    r->body = realloc(r->body, r->len + len + 1);
+    memcpy(r->body + r->len, p, len);
+    r->len += len;
+    r->body[r->len] = '\0';
+    return len;
+}
+
+static CURLcode chunked_upload(const char *url, uint64_t total, struct upload *u,
+                               struct http_resp *r)
+{
+    memset(u, 0, sizeof(*u));
+    memset(r, 0, sizeof(*r));
+    r->body = calloc(1, 1);
+    u->left = total;
+    sha256_init(&u->sha);
+    CURL *e = curl_easy_init();
+    struct curl_slist *h = curl_slist_append(NULL, "Transfer-Encoding: chunked");
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, on_upload);
+    curl_easy_setopt(e, CURLOPT_READDATA, u);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT, 100L);
+    CURLcode rc = curl_easy_perform(e);
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
+    curl_easy_cleanup(e);
+    curl_slist_free_all(h);
+    return rc;
+}
+
+
+Test(stream, chunked_upload_of_50_mib_is_streamed_intact)
+{
+    struct gwp g;
+    start(&g, "{\"limits\": {\"max_body_bytes\": 104857600}}");
+    struct upload u;
+    struct http_resp r;
+    uint64_t total = 50ull << 20;
+    cr_assert_eq(chunked_upload(gwp_url(&g, "/echo/upload"), total, &u, &r), CURLE_OK);
+    cr_expect_eq(r.status, 200, "%s", r.body);
+    unsigned char d[32];
+    sha256_final(&u.sha, d);
+    char hex[65];
+    for (int i = 0; i < 32; i++)
+        snprintf(hex + 2 * i, 3, "%02x", d[i]);
+    json_t *j = json_loads(r.body, 0, NULL);
+    cr_assert_not_null(j, "%s", r.body);
+    cr_expect_eq(json_integer_value(json_object_get(j, "body_len")), (json_int_t)total);
+    cr_expect_str_eq(json_string_value(json_object_get(j, "body_sha256")), hex);
+    const char *te = json_string_value(
+        json_object_get(json_object_get(j, "headers"), "transfer-encoding"));
+    cr_expect(te != NULL && strcmp(te, "chunked") == 0, "streamed to the module, not buffered");
+    json_decref(j);
+    http_free(&r);
+    /* Neither side held the body: both stay far below 50 MiB. */
+    cr_expect_lt(rss_kb(g.pid), 40 * 1024, "gateway RSS %ld KiB", rss_kb(g.pid));
+    cr_expect_lt(rss_kb(gwp_module_pid(&g, "echo")), 40 * 1024);
+    finish(&g);
+}
+
+Test(stream, upload_over_the_limit_gets_413_mid_way)
+{
+    struct gwp g;
+    start(&g, "{\"limits\": {\"max_body_bytes\": 1048576}}");
+    struct upload u;
+    struct http_resp r;
+    CURLcode rc = chunked_upload(gwp_url(&g, "/echo/upload"), 8ull << 20, &u, &r);
+    cr_expect_eq(rc, CURLE_OK, "%s", curl_easy_strerror(rc));
+    cr_expect_eq(r.status, 413, "%ld %s", r.status, r.body);
+    cr_expect_not_null(strstr(r.body, "over the limit"), "%s", r.body);
+    http_free(&r);
+    finish(&g);
+}
+
+Test(stream, client_disconnect_is_seen_by_the_module)
+{
+    struct gwp g;
+    start(&g, NULL);
+    int fd = connect_to(g.port);
+    cr_assert_geq(fd, 0);
+    const char *req = "GET /stream/count?n=1000&interval_ms=100 HTTP/1.1\r\nHost: x\r\n"
+                      "X-Request-Id: gone-1\r\n\r\n";
+    cr_assert_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+    char buf[4096];
+    size_t got = 0;
+    while (got < 200) { /* headers and a line or two */
+        ssize_t n = read(fd, buf, sizeof(buf));
+        cr_assert_gt(n, 0);
+        got += (size_t)n;
+    }
+    long t0 = ms_now();
+    close(fd);
+    cr_expect(gwp_wait_log(&g, "stream.log", "of 1000 chunks (client gone)", 5000));
+    cr_expect_lt(ms_now() - t0, 2000, "the module learned it in %ld ms", ms_now() - t0);
+    cr_expect(gwp_wait_log(&g, "access.log", " 499 ", 3000));
+    char *log = gwp_log(&g, "access.log");
+    const char *line = strstr(log, "gone-1");
+    cr_expect(line != NULL && strstr(line, " 499 ") != NULL, "%s", log);
+    free(log);
+    finish(&g);
+}
+
+Test(stream, idle_stream_is_ended_after_the_timeout)
+{
+    struct gwp g;
+    start(&g, "{\"limits\": {\"stream_idle_timeout_ms\": 300}}");
+    struct arrivals a;
+    long status;
+    long t0 = ms_now();
+    cr_assert_eq(get_pieces(gwp_url(&g, "/stream/count?n=3&interval_ms=3000"), &a, &status),
+                 CURLE_OK);
+    cr_expect_eq(status, 200);
+    cr_expect_lt(ms_now() - t0, 2500);
+    cr_expect_eq(strncmp(a.body, "line 0\n", 7), 0, "%s", a.body);
+    cr_expect_not_null(strstr(a.body, "idle"), "%s", a.body);
+    cr_expect(gwp_wait_log(&g, "access.log", "timeout_idle", 3000));
+    finish(&g);
+}
+
+Test(stream, content_length_is_kept_for_large_unary_responses)
+{
+    struct gwp g;
+    start(&g, NULL);
+    size_t len = 700 * 1024;
+    char *body = malloc(len);
+    memset(body, 'z', len);
+    struct http_req q = { .method = "POST", .url = gwp_url(&g, "/echo/raw"), .body = body,
+                          .body_len = len };
+    struct http_resp r;
+    cr_assert_eq(http_do(&q, &r), 0);
+    cr_expect_eq(r.status, 200);
+    char want[32];
+    snprintf(want, sizeof(want), "%zu", len);
+    cr_expect_str_eq(http_header(&r, "Content-Length"), want);
+    cr_expect_null(http_header(&r, "Transfer-Encoding"));
+    cr_expect_eq(r.len, len);
+    http_free(&r);
+    free(body);
+    finish(&g);
+}
+
+/* ---- many concurrent streams ------------------------------------------- */
+
+struct sse_client {
+    char buf[256];
+    size_t len;
+};
+
+static size_t on_sse(char *p, size_t size, size_t n, void *userp)
+{
+    struct sse_client *c = userp;
+    size_t len = size * n;
+    size_t room = sizeof(c->buf) - 1 - c->len;
+    memcpy(c->buf + c->len, p, len < room ? len : room);
+    c->len += len < room ? len : room;
+    c->buf[c->len] = '\0';
+    return len;
+}
+
+Test(stream, a_thousand_concurrent_sse_clients_are_all_served, .timeout = 180)
+{
+    struct gwp g;
+    start(&g, NULL);
+    enum { N = 1000 };
+    static struct sse_client clients[N];
+    memset(clients, 0, sizeof(clients));
+    CURLM *m = curl_multi_init();
+    curl_multi_setopt(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, 0L);
+    CURL *easies[N];
+    for (int i = 0; i < N; i++) {
+        easies[i] = curl_easy_init();
+        curl_easy_setopt(easies[i], CURLOPT_URL, gwp_url(&g, "/stream/sse?n=5&interval_ms=500"));
+        curl_easy_setopt(easies[i], CURLOPT_WRITEFUNCTION, on_sse);
+        curl_easy_setopt(easies[i], CURLOPT_WRITEDATA, &clients[i]);
+        curl_easy_setopt(easies[i], CURLOPT_TIMEOUT, 120L);
+        curl_easy_setopt(easies[i], CURLOPT_FORBID_REUSE, 1L);
+        curl_multi_add_handle(m, easies[i]);
+    }
+    int running = 1;
+    long deadline = ms_now() + 150000;
+    while (running && ms_now() < deadline) {
+        curl_multi_perform(m, &running);
+        curl_multi_poll(m, NULL, 0, 100, NULL);
+    }
+    int ok = 0;
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(m, &left)) != NULL)
+        if (msg->msg == CURLMSG_DONE && msg->data.result == CURLE_OK)
+            ok++;
+    int complete = 0;
+    for (int i = 0; i < N; i++) {
+        if (strcmp(clients[i].buf, "data: 0\n\ndata: 1\n\ndata: 2\n\ndata: 3\n\ndata: 4\n\n") == 0)
+            complete++;
+        curl_multi_remove_handle(m, easies[i]);
+        curl_easy_cleanup(easies[i]);
+    }
+    curl_multi_cleanup(m);
+    cr_expect_eq(ok, N, "%d transfers ended well", ok);
+    cr_expect_eq(complete, N, "%d clients got every event", complete);
+    finish(&g);
+}
