@@ -155,6 +155,8 @@ static enum MHD_Result dispatch(struct server *srv, struct mg_req *req)
                          MHD_create_response_from_buffer(3, (void *)"ok\n", MHD_RESPMEM_PERSISTENT));
         return run_unary(req, srv->health->unary);
     }
+    if (req->route->kind == MG_ROUTE_WS)
+        return mg__ws_start(req);
     return req->route->kind == MG_ROUTE_STREAM ? mg__stream_start(req, req->route->stream)
                                                : run_unary(req, req->route->unary);
 }
@@ -275,7 +277,7 @@ int mg__serve(const mg_module *module, const struct mg_serve_opts *opts)
 
     struct MHD_Daemon *d = MHD_start_daemon(
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
-            MHD_USE_ITC |
+            MHD_USE_ITC | MHD_ALLOW_UPGRADE |
             MHD_USE_ERROR_LOG,
         0, NULL, NULL, on_request, &srv,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,

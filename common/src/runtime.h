@@ -93,6 +93,10 @@ enum MHD_Result mg__upload_finish(struct mg_req *req);
 long mg__upload_read(struct mg_upload *u, void *buf, size_t len);
 void mg__upload_connection_closed(struct mg_upload *u);
 
+/* WebSocket routes: checks the handshake and queues the 101 response; the
+ * route's handler then runs on the upgraded connection. */
+enum MHD_Result mg__ws_start(struct mg_req *req);
+
 const char *mg__current_module_name(void);
 
 struct mg_serve_opts {

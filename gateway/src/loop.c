@@ -24,7 +24,7 @@
 #include "proxy.h"
 #include "supervisor.h"
 
-enum { TAG_MHD = 1, TAG_WAKE = 2, TAG_CURL = 3, TAG_CLIENT = 4 };
+enum { TAG_MHD = 1, TAG_WAKE = 2, TAG_CURL = 3 }; /* then enum gw_fd_kind */
 
 #define TAG(kind, fd) (((uint64_t)(kind) << 32) | (uint32_t)(fd))
 
@@ -120,7 +120,8 @@ struct gw_loop *gw_loop_new(struct gateway *gw, unsigned index, char *err, size_
         pool = 32 * 1024;
     unsigned limit = (c->limits.max_connections + gw->nloops - 1) / gw->nloops;
     l->mhd = MHD_start_daemon(
-        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL,
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG, 0,
+        NULL, NULL,
         gw_proxy_on_request, l,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, l,
         MHD_OPTION_LISTEN_SOCKET, gw->listen_fd,
@@ -163,17 +164,53 @@ void gw_loop_drain(struct gw_loop *l, uint64_t deadline_ms)
     gw_loop_command(l, GW_CMD_DRAIN);
 }
 
-int gw_loop_watch_client(struct gw_loop *l, int fd)
+static int map_fd(struct gw_loop *l, int fd, void *owner)
 {
-    /* Edge-triggered hang-up only: one event when the peer closes, and no
-     * wake-ups for the reads and writes libmicrohttpd handles itself. */
-    struct epoll_event ev = { .events = EPOLLRDHUP | EPOLLET, .data.u64 = TAG(TAG_CLIENT, fd) };
-    return epoll_ctl(l->epfd, EPOLL_CTL_ADD, fd, &ev) == 0 ? 0 : -errno;
+    if (fd < 0)
+        return -EBADF;
+    if ((size_t)fd >= l->nby_fd) {
+        size_t n = l->nby_fd ? l->nby_fd : 1024;
+        while (n <= (size_t)fd)
+            n *= 2;
+        void **grown = realloc(l->by_fd, n * sizeof(*grown));
+        if (grown == NULL)
+            return -ENOMEM;
+        memset(grown + l->nby_fd, 0, (n - l->nby_fd) * sizeof(*grown));
+        l->by_fd = grown;
+        l->nby_fd = n;
+    }
+    l->by_fd[fd] = owner;
+    return 0;
 }
 
-void gw_loop_unwatch_client(struct gw_loop *l, int fd)
+int gw_loop_watch(struct gw_loop *l, int fd, enum gw_fd_kind kind, uint32_t events, void *owner,
+                  bool add)
 {
+    int rc = map_fd(l, fd, owner);
+    if (rc != 0)
+        return rc;
+    struct epoll_event ev = { .events = events, .data.u64 = TAG(kind, fd) };
+    return epoll_ctl(l->epfd, add ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev) == 0 ? 0 : -errno;
+}
+
+void gw_loop_unwatch(struct gw_loop *l, int fd)
+{
+    if (fd < 0)
+        return;
     epoll_ctl(l->epfd, EPOLL_CTL_DEL, fd, NULL);
+    if ((size_t)fd < l->nby_fd)
+        l->by_fd[fd] = NULL;
+}
+
+void *gw_loop_owner(struct gw_loop *l, int fd)
+{
+    return fd >= 0 && (size_t)fd < l->nby_fd ? l->by_fd[fd] : NULL;
+}
+
+void gw_loop_set_owner(struct gw_loop *l, int fd, void *owner)
+{
+    if (fd >= 0 && (size_t)fd < l->nby_fd)
+        l->by_fd[fd] = owner;
 }
 
 void gw_loop_flush_access_log(struct gw_loop *l)
@@ -279,8 +316,8 @@ static void *loop_main(void *arg)
             int fd = (int)(uint32_t)evs[i].data.u64;
             if (kind == TAG_MHD) {
                 mhd_ready = true;
-            } else if (kind == TAG_CLIENT) {
-                gw_proxy_client_hangup(l, fd);
+            } else if (kind >= GW_FD_CLIENT_HUP) {
+                gw_proxy_fd_event(l, fd, (enum gw_fd_kind)kind, evs[i].events);
             } else if (kind == TAG_WAKE) {
                 uint64_t v;
                 ssize_t r = read(l->wakefd, &v, sizeof(v));

@@ -67,10 +67,23 @@ void gw_loop_join_free(struct gw_loop *l);
 
 /* For proxy.c: flushes buffered access-log lines. */
 void gw_loop_flush_access_log(struct gw_loop *l);
-/* For proxy.c: watches a client socket for the peer's hang-up, so that a
- * request waiting on its module notices a client that left (libmicrohttpd
- * does not watch suspended connections). 0 or -errno. */
-int gw_loop_watch_client(struct gw_loop *l, int fd);
-void gw_loop_unwatch_client(struct gw_loop *l, int fd);
+/* What a descriptor in the loop's epoll set is, besides libmicrohttpd's and
+ * curl's own. */
+enum gw_fd_kind {
+    GW_FD_CLIENT_HUP = 4,  /* a client socket, watched only for hang-up */
+    GW_FD_TUNNEL_MODULE,   /* a WebSocket tunnel's module socket */
+    GW_FD_TUNNEL_CLIENT,   /* a WebSocket tunnel's client socket */
+};
+
+/* Adds or changes `fd` in the loop's epoll set and maps it to `owner` (the
+ * request). 0 or -errno. */
+int gw_loop_watch(struct gw_loop *l, int fd, enum gw_fd_kind kind, uint32_t events, void *owner,
+                  bool add);
+/* Removes `fd` from the epoll set and the map. */
+void gw_loop_unwatch(struct gw_loop *l, int fd);
+/* The owner mapped to `fd`, or NULL. */
+void *gw_loop_owner(struct gw_loop *l, int fd);
+/* Maps `fd` to `owner` without touching the epoll set. */
+void gw_loop_set_owner(struct gw_loop *l, int fd, void *owner);
 
 #endif

@@ -21,6 +21,8 @@
  * every other response streams.
  */
 #include "proxy.h"
+#include "request.h"
+#include "tunnel.h"
 
 #include <arpa/inet.h>
 #include <inttypes.h>
@@ -30,6 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 
 #include "admin.h"
@@ -38,79 +41,9 @@
 #include "logfile.h"
 #include "loop.h"
 
-#define BUFFERED_MAX (64 * 1024)   /* answer from one buffer up to this size */
-#define HIGH_WATER (64 * 1024)     /* pause the producer above this */
-#define LOW_WATER (16 * 1024)      /* resume it below this */
-#define DEATH_WAIT_MS 250          /* how long a broken transfer waits to learn why */
-#define DISCARD_MAX (16u << 20)    /* body bytes read and dropped before an early answer */
-
-struct bytes {
-    char *data;
-    size_t off, len, cap;
-};
-
-struct request {
-    struct gw_loop *loop;
-    struct MHD_Connection *conn;
-    struct gw_link link_all, link_timer, link_unpause;
-    int refs;                      /* the MHD connection, and a streaming response */
-
-    char *target;                  /* request target as sent: path?query */
-    size_t pathlen;
-    const char *method;            /* MHD's, valid while the connection lives */
-    uint64_t start_us;
-    uint64_t timer_at_ms;          /* start of the current timer list entry */
-    char id[132];
-    char client[48];
-
-    struct gw_module *mod;
-    struct gw_incarnation *inc;
-    unsigned incarnation;          /* inc's number, or the module's latest */
-
-    bool first_call_done;
-    bool client_gone;              /* the client hung up while we waited */
-    int fd;                        /* the client socket */
-    bool suspended;
-    bool reader_waiting;           /* suspended inside the content reader */
-    bool queued;
-    bool counted_active;
-
-    /* A gateway-made answer: a local endpoint or an error. */
-    int local_status;
-    const char *cause;             /* X-Modgate-Error cause, for errors */
-    char *local_body;              /* error message or local body */
-    const char *local_ctype;
-    const char *extra_name;        /* Allow / Retry-After */
-    char extra_value[512];
-
-    /* The transfer to the module. */
-    CURL *easy;
-    struct curl_slist *hdrs;
-    bool has_body;
-    uint64_t body_seen;
-    uint64_t discarded;
-    struct bytes up;
-    bool up_done, read_paused;
-
-    int status;
-    struct mg_buf resp_hdrs;       /* "name\0value\0" pairs */
-    int64_t resp_len;              /* Content-Length, -1 if none */
-    bool headers_done, stream_mode, resp_ready;
-    struct bytes down;
-    bool write_paused;
-    bool upstream_done, upstream_failed, failure_known;
-    CURLcode result;
-    char *tail;                    /* error text ending a cut stream */
-    size_t tail_len, tail_off;
-    struct MHD_Response *stream_response; /* kept to add the error trailer */
-
-    int final_status;
-    uint64_t bytes_out;
-};
-
 /* ---- small helpers ----------------------------------------------------- */
 
-static int bytes_append(struct bytes *b, const void *data, size_t len, size_t max)
+int gw_bytes_append(struct bytes *b, const void *data, size_t len, size_t max)
 {
     if (b->off > 0 && b->off + b->len + len > b->cap) {
         memmove(b->data, b->data + b->off, b->len);
@@ -133,7 +66,7 @@ static int bytes_append(struct bytes *b, const void *data, size_t len, size_t ma
     return 0;
 }
 
-static size_t bytes_take(struct bytes *b, char *out, size_t max)
+size_t gw_bytes_take(struct bytes *b, char *out, size_t max)
 {
     size_t n = b->len < max ? b->len : max;
     memcpy(out, b->data + b->off, n);
@@ -150,7 +83,7 @@ static size_t bytes_take(struct bytes *b, char *out, size_t max)
     return n;
 }
 
-static void bytes_free(struct bytes *b)
+void gw_bytes_free(struct bytes *b)
 {
     free(b->data);
     memset(b, 0, sizeof(*b));
@@ -166,7 +99,7 @@ static uint64_t rng_next(uint64_t s[2])
     return s[1] + y;
 }
 
-static void suspend(struct request *r)
+void gw_req_suspend(struct request *r)
 {
     if (!r->suspended) {
         MHD_suspend_connection(r->conn);
@@ -174,7 +107,7 @@ static void suspend(struct request *r)
     }
 }
 
-static void resume(struct request *r)
+void gw_req_resume(struct request *r)
 {
     if (r->suspended) {
         MHD_resume_connection(r->conn);
@@ -184,7 +117,7 @@ static void resume(struct request *r)
     }
 }
 
-static void request_unref(struct request *r)
+void gw_req_unref(struct request *r)
 {
     if (--r->refs > 0)
         return;
@@ -192,8 +125,8 @@ static void request_unref(struct request *r)
     free(r->local_body);
     free(r->tail);
     mg__buf_free(&r->resp_hdrs);
-    bytes_free(&r->up);
-    bytes_free(&r->down);
+    gw_bytes_free(&r->up);
+    gw_bytes_free(&r->down);
     free(r);
 }
 
@@ -203,8 +136,10 @@ static CURL *easy_get(struct gw_loop *l);
 static void easy_put(struct gw_loop *l, CURL *e);
 
 /* Ends the curl side of a request (done, cancelled or failed). */
-static void transfer_end(struct request *r)
+void gw_req_transfer_end(struct request *r)
 {
+    if (r->mfd >= 0 || r->urh != NULL)
+        gw_tunnel_close(r);
     if (r->easy != NULL) {
         curl_multi_remove_handle(r->loop->multi, r->easy);
         easy_put(r->loop, r->easy);
@@ -227,10 +162,7 @@ static void set_local(struct request *r, int status, const char *ctype, const ch
     r->local_ctype = ctype;
 }
 
-static void set_error(struct request *r, int status, const char *cause, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static void set_error(struct request *r, int status, const char *cause, const char *fmt, ...)
+void gw_req_set_error(struct request *r, int status, const char *cause, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -246,14 +178,14 @@ static void set_error(struct request *r, int status, const char *cause, const ch
 }
 
 /* Something the next handler call can answer with is ready. */
-static void answer_ready(struct request *r)
+void gw_req_answer_ready(struct request *r)
 {
     r->resp_ready = true;
-    resume(r);
+    gw_req_resume(r);
 }
 
 /* The transfer broke. Say how, once we know whether the module died. */
-static void finish_failure(struct request *r)
+void gw_req_finish_failure(struct request *r)
 {
     struct gw_loop *l = r->loop;
     gw_list_remove(&r->link_timer);
@@ -280,8 +212,8 @@ static void finish_failure(struct request *r)
     if (!r->queued || !r->stream_mode) {
         /* Nothing sent yet: a clean 502 (or the timeout's status). */
         int status = r->local_status >= 500 ? r->local_status : 502;
-        set_error(r, status, cause, "%s", msg);
-        answer_ready(r);
+        gw_req_set_error(r, status, cause, "%s", msg);
+        gw_req_answer_ready(r);
         return;
     }
     /* Mid-stream: the client already has the status. End the body with
@@ -298,17 +230,17 @@ static void finish_failure(struct request *r)
         MHD_add_response_footer(r->stream_response, GW_ERROR_HEADER, hv);
     }
     (void)l;
-    resume(r);
+    gw_req_resume(r);
 }
 
-static void transfer_failed(struct request *r)
+void gw_req_transfer_failed(struct request *r)
 {
     r->upstream_failed = true;
-    transfer_end(r);
+    gw_req_transfer_end(r);
     gw_list_remove(&r->link_timer);
     if (r->cause != NULL ||
         (r->inc != NULL && atomic_load_explicit(&r->inc->dead, memory_order_acquire))) {
-        finish_failure(r);
+        gw_req_finish_failure(r);
         return;
     }
     /* The socket usually closes a moment before the supervisor reaps the
@@ -317,7 +249,7 @@ static void transfer_failed(struct request *r)
     gw_list_push_back(&r->loop->death_waiters, &r->link_timer);
 }
 
-static size_t on_header(char *buf, size_t size, size_t n, void *userp)
+size_t gw_req_on_header(char *buf, size_t size, size_t n, void *userp)
 {
     struct request *r = userp;
     size_t len = size * n;
@@ -345,7 +277,7 @@ static size_t on_header(char *buf, size_t size, size_t n, void *userp)
             r->timer_at_ms = mg__now_ms();
             gw_list_push_back(&r->loop->idle_streams, &r->link_timer);
         }
-        answer_ready(r);
+        gw_req_answer_ready(r);
         return len;
     }
     const char *colon = memchr(buf, ':', len);
@@ -376,7 +308,7 @@ static size_t on_write(char *data, size_t size, size_t n, void *userp)
     struct request *r = userp;
     size_t len = size * n;
     if (!r->stream_mode) {
-        if (bytes_append(&r->down, data, len, BUFFERED_MAX) != 0 || r->down.len > BUFFERED_MAX)
+        if (gw_bytes_append(&r->down, data, len, BUFFERED_MAX) != 0 || r->down.len > BUFFERED_MAX)
             return 0;
         return len;
     }
@@ -384,14 +316,14 @@ static size_t on_write(char *data, size_t size, size_t n, void *userp)
         r->write_paused = true;
         return CURL_WRITEFUNC_PAUSE;
     }
-    if (bytes_append(&r->down, data, len, SIZE_MAX) != 0)
+    if (gw_bytes_append(&r->down, data, len, SIZE_MAX) != 0)
         return 0;
     if (gw_linked(&r->link_timer)) {
         r->timer_at_ms = mg__now_ms();
         gw_list_push_back(&r->loop->idle_streams, &r->link_timer);
     }
     if (r->reader_waiting)
-        resume(r);
+        gw_req_resume(r);
     return len;
 }
 
@@ -399,9 +331,9 @@ static size_t on_read(char *buf, size_t size, size_t n, void *userp)
 {
     struct request *r = userp;
     if (r->up.len > 0) {
-        size_t got = bytes_take(&r->up, buf, size * n);
+        size_t got = gw_bytes_take(&r->up, buf, size * n);
         if (r->suspended && !r->up_done && r->up.len < LOW_WATER)
-            resume(r); /* libmicrohttpd has more of the body for us */
+            gw_req_resume(r); /* libmicrohttpd has more of the body for us */
         return got;
     }
     if (r->up_done)
@@ -447,7 +379,7 @@ static CURL *easy_get(struct gw_loop *l)
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 64L * 1024);
     curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 64L * 1024);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, gw_req_on_header);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
     curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
@@ -624,16 +556,16 @@ void gw_proxy_transfer_done(struct gw_loop *l, CURL *easy, CURLcode result)
     if (result != CURLE_OK || !r->headers_done) {
         if (result == CURLE_OK)
             r->result = CURLE_GOT_NOTHING;
-        transfer_failed(r);
+        gw_req_transfer_failed(r);
         return;
     }
     r->upstream_done = true;
-    transfer_end(r);
+    gw_req_transfer_end(r);
     gw_list_remove(&r->link_timer);
     if (!r->stream_mode)
-        answer_ready(r);
+        gw_req_answer_ready(r);
     else if (r->reader_waiting)
-        resume(r);
+        gw_req_resume(r);
 }
 
 /* ---- answering the client ---------------------------------------------- */
@@ -645,7 +577,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
     if (r->client_gone)
         return MHD_CONTENT_READER_END_WITH_ERROR;
     if (r->down.len > 0) {
-        size_t n = bytes_take(&r->down, buf, max);
+        size_t n = gw_bytes_take(&r->down, buf, max);
         r->bytes_out += n;
         if (r->write_paused && r->down.len < LOW_WATER)
             schedule_unpause(r);
@@ -683,10 +615,10 @@ static void stream_response_freed(void *cls)
 {
     struct request *r = cls;
     r->stream_response = NULL;
-    request_unref(r);
+    gw_req_unref(r);
 }
 
-static bool add_module_headers(struct request *r, struct MHD_Response *resp)
+bool gw_req_add_module_headers(struct request *r, struct MHD_Response *resp)
 {
     const char *p = r->resp_hdrs.data, *end = p + r->resp_hdrs.len;
     const char *connection = NULL;
@@ -725,6 +657,9 @@ static enum MHD_Result queue_answer(struct request *r)
         }
         if (resp != NULL && r->extra_name != NULL)
             MHD_add_response_header(resp, r->extra_name, r->extra_value);
+    } else if (r->ws && r->status == 101) {
+        status = 101;
+        resp = gw_tunnel_response(r);
     } else if (!r->stream_mode) {
         status = r->status;
         if (strcmp(r->method, "HEAD") == 0 && r->resp_len > 0) {
@@ -745,7 +680,7 @@ static enum MHD_Result queue_answer(struct request *r)
             else
                 r->bytes_out = len;
         }
-        if (resp != NULL && !add_module_headers(r, resp)) {
+        if (resp != NULL && !gw_req_add_module_headers(r, resp)) {
             MHD_destroy_response(resp);
             resp = NULL;
         }
@@ -757,7 +692,7 @@ static enum MHD_Result queue_answer(struct request *r)
         if (resp != NULL) {
             r->refs++;
             r->stream_response = resp;
-            if (!add_module_headers(r, resp)) {
+            if (!gw_req_add_module_headers(r, resp)) {
                 MHD_destroy_response(resp);
                 resp = NULL;
             }
@@ -790,10 +725,11 @@ void *gw_proxy_on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     r->loop = l;
     r->conn = conn;
     r->refs = 1;
+    r->mfd = -1;
+    r->cfd = -1;
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     r->fd = ci ? ci->connect_fd : -1;
-    if (r->fd >= 0 && (size_t)r->fd < l->nby_fd)
-        l->by_fd[r->fd] = r;
+    gw_loop_set_owner(l, r->fd, r);
     r->resp_len = -1;
     r->start_us = mg__now_us();
     mg__buf_init(&r->resp_hdrs, (size_t)l->gw->cfg.limits.max_header_bytes * 4 + 65536);
@@ -834,11 +770,11 @@ static void route(struct request *r)
     enum mg_route_result found = mg_router_match(gw->routes, r->method, r->target, r->pathlen, &m,
                                                  allow, sizeof(allow));
     if (found == MG_ROUTE_NO_PATH) {
-        set_error(r, 404, "no_route", "no route for %.*s", (int)r->pathlen, r->target);
+        gw_req_set_error(r, 404, "no_route", "no route for %.*s", (int)r->pathlen, r->target);
         return;
     }
     if (found == MG_ROUTE_NO_METHOD) {
-        set_error(r, 405, "method_not_allowed", "%s is not allowed on %.*s", r->method,
+        gw_req_set_error(r, 405, "method_not_allowed", "%s is not allowed on %.*s", r->method,
                   (int)r->pathlen, r->target);
         r->extra_name = "Allow";
         snprintf(r->extra_value, sizeof(r->extra_value), "%s", allow);
@@ -862,7 +798,7 @@ static void route(struct request *r)
                         : state == GW_STARTING ? "starting"
                         : state == GW_STOPPING || state == GW_STOPPED ? "stopping"
                                                                       : "restarting";
-    set_error(r, 503, cause, "module %s is %s", r->mod->name, gw_state_name(state));
+    gw_req_set_error(r, 503, cause, "module %s is %s", r->mod->name, gw_state_name(state));
     r->extra_name = "Retry-After";
     snprintf(r->extra_value, sizeof(r->extra_value), "%" PRIu64, secs);
 }
@@ -883,7 +819,7 @@ static enum MHD_Result first_call(struct request *r, const char *method)
     size_t hbytes = strlen(r->target) + strlen(method) + 12;
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_header_bytes, &hbytes);
     if (hbytes > c->limits.max_header_bytes) {
-        set_error(r, 431, "headers_too_large", "request headers are %zu bytes, over the limit of %u",
+        gw_req_set_error(r, 431, "headers_too_large", "request headers are %zu bytes, over the limit of %u",
                   hbytes, c->limits.max_header_bytes);
         return MHD_YES;
     }
@@ -899,6 +835,11 @@ static enum MHD_Result first_call(struct request *r, const char *method)
     if (r->local_status != 0)
         return MHD_YES;
 
+    if (gw_tunnel_wanted(r->conn, method)) {
+        r->ws = true;
+        gw_tunnel_start(r); /* on failure an answer (or the wait for one) is set */
+        return MHD_YES;
+    }
     const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
     const char *te = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Transfer-Encoding");
     int64_t content_length = -1;
@@ -907,7 +848,7 @@ static enum MHD_Result first_call(struct request *r, const char *method)
         unsigned long long v = strtoull(cl, &end, 10);
         content_length = (int64_t)v;
         if (v > c->limits.max_body_bytes) {
-            set_error(r, 413, "too_large", "request body of %llu bytes is over the limit of %" PRIu64,
+            gw_req_set_error(r, 413, "too_large", "request body of %llu bytes is over the limit of %" PRIu64,
                       v, c->limits.max_body_bytes);
             /* Answer now: reading a body we refuse would be wasted. */
             return queue_answer(r);
@@ -917,9 +858,9 @@ static enum MHD_Result first_call(struct request *r, const char *method)
         r->has_body = true;
     }
     if (start_transfer(r, content_length) != 0) {
-        transfer_end(r);
+        gw_req_transfer_end(r);
         gw_list_remove(&r->link_timer);
-        set_error(r, 500, "internal", "cannot start the transfer to module %s", r->mod->name);
+        gw_req_set_error(r, 500, "internal", "cannot start the transfer to module %s", r->mod->name);
     }
     return MHD_YES;
 }
@@ -929,23 +870,23 @@ static enum MHD_Result take_upload(struct request *r, const char *data, size_t *
     const struct gw_config *c = &r->loop->gw->cfg;
     r->body_seen += *size;
     if (r->body_seen > c->limits.max_body_bytes) {
-        transfer_end(r);
+        gw_req_transfer_end(r);
         gw_list_remove(&r->link_timer);
-        set_error(r, 413, "too_large", "request body is over the limit of %" PRIu64 " bytes",
+        gw_req_set_error(r, 413, "too_large", "request body is over the limit of %" PRIu64 " bytes",
                   c->limits.max_body_bytes);
         *size = 0;
         return MHD_YES; /* answered after the body, see gw_proxy_on_request */
     }
     size_t room = r->up.len < HIGH_WATER ? HIGH_WATER - r->up.len : 0;
     size_t take = *size < room ? *size : room;
-    if (take > 0 && bytes_append(&r->up, data, take, SIZE_MAX) != 0)
+    if (take > 0 && gw_bytes_append(&r->up, data, take, SIZE_MAX) != 0)
         return MHD_NO;
     r->body_seen -= *size - take; /* counted again when offered again */
     *size -= take;
     if (r->read_paused)
         schedule_unpause(r);
     if (*size > 0)
-        suspend(r); /* full: the read callback resumes us when it drains */
+        gw_req_suspend(r); /* full: the read callback resumes us when it drains */
     return MHD_YES;
 }
 
@@ -991,7 +932,7 @@ enum MHD_Result gw_proxy_on_request(void *cls, struct MHD_Connection *conn, cons
         if (r->read_paused)
             schedule_unpause(r);
     }
-    suspend(r);
+    gw_req_suspend(r);
     return MHD_YES;
 }
 
@@ -1027,13 +968,14 @@ void gw_proxy_on_completed(void *cls, struct MHD_Connection *conn, void **con_cl
         return;
     struct gw_loop *l = r->loop;
     /* A client that leaves cancels its transfer: the module's next write
-     * fails. */
-    transfer_end(r);
+     * fails. An upgraded connection is being cleaned up by MHD itself. */
+    r->urh = NULL;
+    gw_req_transfer_end(r);
     gw_list_remove(&r->link_timer);
     gw_list_remove(&r->link_all);
     l->nrequests--;
-    if (r->fd >= 0 && (size_t)r->fd < l->nby_fd && l->by_fd[r->fd] == r)
-        l->by_fd[r->fd] = NULL;
+    if (gw_loop_owner(l, r->fd) == r)
+        gw_loop_set_owner(l, r->fd, NULL);
     bool completed = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && r->queued;
     if (r->method != NULL)
         access_log(r, completed);
@@ -1041,7 +983,7 @@ void gw_proxy_on_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     r->inc = NULL;
     r->conn = NULL;
     r->suspended = false;
-    request_unref(r);
+    gw_req_unref(r);
 }
 
 void gw_proxy_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
@@ -1049,45 +991,45 @@ void gw_proxy_on_connection(void *cls, struct MHD_Connection *conn, void **socke
 {
     (void)socket_context;
     struct gw_loop *l = cls;
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (ci == NULL)
         return;
-    int fd = ci->connect_fd;
     if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
-        if ((size_t)fd >= l->nby_fd) {
-            size_t n = l->nby_fd ? l->nby_fd : 1024;
-            while (n <= (size_t)fd)
-                n *= 2;
-            void **grown = realloc(l->by_fd, n * sizeof(*grown));
-            if (grown == NULL)
-                return; /* hang-ups are then noticed by libmicrohttpd only */
-            memset(grown + l->nby_fd, 0, (n - l->nby_fd) * sizeof(*grown));
-            l->by_fd = grown;
-            l->nby_fd = n;
-        }
-        l->by_fd[fd] = NULL;
-        if (gw_loop_watch_client(l, fd) != 0)
+        /* Watched for the peer's hang-up only (edge-triggered: one event),
+         * so that a request we hold notices a client that left;
+         * libmicrohttpd does not watch suspended connections. */
+        if (gw_loop_watch(l, ci->connect_fd, GW_FD_CLIENT_HUP, EPOLLRDHUP | EPOLLET, NULL,
+                          true) != 0)
             gw_log(GW_WARN, "loop %u: cannot watch a client connection", l->index);
     } else {
-        gw_loop_unwatch_client(l, fd);
-        if ((size_t)fd < l->nby_fd)
-            l->by_fd[fd] = NULL;
+        gw_loop_unwatch(l, ci->connect_fd);
     }
 }
 
-void gw_proxy_client_hangup(struct gw_loop *l, int fd)
+static void client_hangup(struct request *r)
 {
-    if (fd < 0 || (size_t)fd >= l->nby_fd)
-        return;
-    struct request *r = l->by_fd[fd];
     /* Only a request we are holding needs us: libmicrohttpd sees the
      * hang-up of every other connection itself. */
-    if (r == NULL || !r->suspended)
+    if (!r->suspended)
         return;
     r->client_gone = true;
-    transfer_end(r);
+    gw_req_transfer_end(r);
     gw_list_remove(&r->link_timer);
-    resume(r);
+    gw_req_resume(r);
+}
+
+void gw_proxy_fd_event(struct gw_loop *l, int fd, int kind, uint32_t events)
+{
+    struct request *r = gw_loop_owner(l, fd);
+    if (r == NULL)
+        return;
+    if (kind == GW_FD_CLIENT_HUP)
+        client_hangup(r);
+    else if (kind == GW_FD_TUNNEL_MODULE)
+        gw_tunnel_module_event(r, events);
+    else if (kind == GW_FD_TUNNEL_CLIENT)
+        gw_tunnel_client_event(r, events);
 }
 
 /* ---- timers and events -------------------------------------------------- */
@@ -1105,11 +1047,11 @@ uint64_t gw_proxy_run_timers(struct gw_loop *l, uint64_t now)
             break;
         }
         gw_list_remove(&r->link_timer);
-        set_error(r, 504, "timeout_headers", "module %s sent no response headers within %u ms",
+        gw_req_set_error(r, 504, "timeout_headers", "module %s sent no response headers within %u ms",
                   r->mod->name, c->limits.request_timeout_ms);
         r->upstream_failed = true;
-        transfer_end(r);
-        finish_failure(r);
+        gw_req_transfer_end(r);
+        gw_req_finish_failure(r);
     }
     unsigned idle = c->limits.stream_idle_timeout_ms;
     while (idle > 0 && !gw_list_empty(&l->idle_streams)) {
@@ -1121,14 +1063,19 @@ uint64_t gw_proxy_run_timers(struct gw_loop *l, uint64_t now)
             break;
         }
         gw_list_remove(&r->link_timer);
+        if (r->ws_open) {
+            r->cause = "timeout_idle";
+            gw_tunnel_close(r);
+            continue;
+        }
         r->cause = "timeout_idle";
         free(r->local_body);
         if (asprintf(&r->local_body, "stream from module %s was idle for %u ms", r->mod->name,
                      idle) < 0)
             r->local_body = NULL;
         r->upstream_failed = true;
-        transfer_end(r);
-        finish_failure(r);
+        gw_req_transfer_end(r);
+        gw_req_finish_failure(r);
     }
     while (!gw_list_empty(&l->death_waiters)) {
         struct request *r = gw_container_of(l->death_waiters.next, struct request, link_timer);
@@ -1138,7 +1085,7 @@ uint64_t gw_proxy_run_timers(struct gw_loop *l, uint64_t now)
                 next = due;
             break;
         }
-        finish_failure(r);
+        gw_req_finish_failure(r);
     }
     return next;
 }
@@ -1150,13 +1097,13 @@ void gw_proxy_module_died(struct gw_loop *l)
         p = p->next;
         if (r->inc == NULL || !atomic_load_explicit(&r->inc->dead, memory_order_acquire))
             continue;
-        if (r->easy != NULL) {
+        if (r->easy != NULL || (r->mfd >= 0 && !r->ws_open)) {
             r->upstream_failed = true;
-            transfer_end(r);
+            gw_req_transfer_end(r);
             gw_list_remove(&r->link_timer);
-            finish_failure(r);
+            gw_req_finish_failure(r);
         } else if (r->upstream_failed && !r->failure_known) {
-            finish_failure(r);
+            gw_req_finish_failure(r);
         }
     }
 }
@@ -1166,9 +1113,14 @@ void gw_proxy_abort_all(struct gw_loop *l)
     for (struct gw_link *p = l->requests.next; p != &l->requests;) {
         struct request *r = gw_container_of(p, struct request, link_all);
         p = p->next;
-        if (r->easy != NULL || (r->upstream_failed && !r->failure_known)) {
+        if (r->ws_open) {
+            r->cause = "shutdown";
+            gw_tunnel_close(r);
+            continue;
+        }
+        if (r->easy != NULL || r->mfd >= 0 || (r->upstream_failed && !r->failure_known)) {
             r->upstream_failed = true;
-            transfer_end(r);
+            gw_req_transfer_end(r);
             gw_list_remove(&r->link_timer);
             if (r->cause == NULL) {
                 r->cause = "shutdown";
@@ -1176,8 +1128,8 @@ void gw_proxy_abort_all(struct gw_loop *l)
                 r->local_body = strdup("the gateway is shutting down");
                 r->local_status = 503;
             }
-            finish_failure(r);
+            gw_req_finish_failure(r);
         }
-        resume(r);
+        gw_req_resume(r);
     }
 }

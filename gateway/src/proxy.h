@@ -23,8 +23,8 @@ void gw_proxy_on_completed(void *cls, struct MHD_Connection *conn, void **con_cl
 void gw_proxy_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                             enum MHD_ConnectionNotificationCode toe);
 
-/* The client socket `fd` was hung up by its peer. */
-void gw_proxy_client_hangup(struct gw_loop *l, int fd);
+/* An event on a descriptor the proxy watches (enum gw_fd_kind). */
+void gw_proxy_fd_event(struct gw_loop *l, int fd, int kind, uint32_t events);
 
 /* A transfer finished (CURLMSG_DONE). */
 void gw_proxy_transfer_done(struct gw_loop *l, CURL *easy, CURLcode result);

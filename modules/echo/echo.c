@@ -7,6 +7,7 @@
  *   GET  /echo/env/{name}   -> the environment variable, 404 if unset
  *   GET  /echo/respond?status=S&header=Name:Value...
  *                           -> empty response with that status and headers
+ *   GET  /echo/ws           -> WebSocket: every message sent back
  */
 #include <modgate/module.h>
 
@@ -130,7 +131,21 @@ static int respond(mg_req *req, mg_res *res)
     return 0;
 }
 
+static int ws_echo(mg_req *req, mg_ws *ws)
+{
+    (void)req;
+    const void *data;
+    int type;
+    long n;
+    while ((n = mg_ws_recv(ws, &data, &type)) >= 0)
+        if (mg_ws_send(ws, data, (size_t)n, type) != 0)
+            break;
+    mg_log(MG_LOG_INFO, "ws: session closed");
+    return 0;
+}
+
 MG_MODULE(echo,
+          MG_WS("/echo/ws", ws_echo),
           MG_POST("/echo/raw", raw),
           MG_GET("/echo/env/{name}", env),
           MG_GET("/echo/respond", respond),

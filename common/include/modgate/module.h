@@ -116,9 +116,29 @@ enum mg_log_level { MG_LOG_DEBUG, MG_LOG_INFO, MG_LOG_WARN, MG_LOG_ERROR };
 void mg_log(enum mg_log_level level, const char *fmt, ...) MG_PRINTF(2, 3);
 void mg_vlog(enum mg_log_level level, const char *fmt, va_list ap);
 
+/* ---- WebSocket ----------------------------------------------------------- */
+
+/* A WebSocket session (RFC 6455) after the handshake, which the runtime
+ * does. Use it from the handler's thread. */
+typedef struct mg_ws mg_ws;
+typedef int (*mg_ws_fn)(mg_req *req, mg_ws *ws);
+
+enum { MG_WS_TEXT = 1, MG_WS_BINARY = 2 };
+
+/* Waits for the next whole message; sets *data (valid until the next call)
+ * and *type (MG_WS_TEXT or MG_WS_BINARY) and returns its length, or -1
+ * once the peer closed the session or broke the protocol. Pings are
+ * answered by the runtime. */
+long mg_ws_recv(mg_ws *ws, const void **data, int *type);
+/* Sends one message; 0, or -1 once the session is closed. */
+int mg_ws_send(mg_ws *ws, const void *data, size_t len, int type);
+/* Starts the closing handshake with a status code (1000 = normal). */
+int mg_ws_close(mg_ws *ws, int code, const char *reason);
+
 /* ---- declaring a module ------------------------------------------------- */
 
-enum { MG_ROUTE_UNARY, MG_ROUTE_STREAM, MG_ROUTE_HEALTH, MG_ROUTE_INIT, MG_ROUTE_UPLOAD };
+enum { MG_ROUTE_UNARY, MG_ROUTE_STREAM, MG_ROUTE_HEALTH, MG_ROUTE_INIT, MG_ROUTE_UPLOAD,
+       MG_ROUTE_WS };
 
 /* A module's start-up hook: runs once in the module's process before it
  * accepts requests (open files, connect to a database). Non-zero fails the
@@ -133,8 +153,8 @@ typedef struct mg_route {
     mg_stream_fn stream;
     int kind;             /* MG_ROUTE_* */
     mg_init_fn init;
+    mg_ws_fn ws;
 } mg_route;
-
 
 typedef struct mg_module {
     const char *name;
@@ -142,24 +162,26 @@ typedef struct mg_module {
     size_t nroutes;
 } mg_module;
 
-#define MG_ROUTE(m, p, fn)        { (m), (p), (fn), NULL, MG_ROUTE_UNARY, NULL }
-#define MG_GET(p, fn)             MG_ROUTE("GET", p, fn)
-#define MG_POST(p, fn)            MG_ROUTE("POST", p, fn)
-#define MG_PUT(p, fn)             MG_ROUTE("PUT", p, fn)
-#define MG_DELETE(p, fn)          MG_ROUTE("DELETE", p, fn)
-#define MG_ANY(p, fn)             MG_ROUTE("*", p, fn)
-#define MG_STREAM(m, p, fn)       { (m), (p), NULL, (fn), MG_ROUTE_STREAM, NULL }
+#define MG_ROUTE(m, p, fn)    { .method = (m), .pattern = (p), .unary = (fn), .kind = MG_ROUTE_UNARY }
+#define MG_GET(p, fn)         MG_ROUTE("GET", p, fn)
+#define MG_POST(p, fn)        MG_ROUTE("POST", p, fn)
+#define MG_PUT(p, fn)         MG_ROUTE("PUT", p, fn)
+#define MG_DELETE(p, fn)      MG_ROUTE("DELETE", p, fn)
+#define MG_ANY(p, fn)         MG_ROUTE("*", p, fn)
+#define MG_STREAM(m, p, fn)   { .method = (m), .pattern = (p), .stream = (fn), .kind = MG_ROUTE_STREAM }
+#define MG_STREAM_GET(p, fn)  MG_STREAM("GET", p, fn)
+#define MG_STREAM_POST(p, fn) MG_STREAM("POST", p, fn)
 /* A unary handler that reads its request body as it arrives (mg_req_read),
  * started as soon as the headers are in. */
-#define MG_UPLOAD(m, p, fn)       { (m), (p), (fn), NULL, MG_ROUTE_UPLOAD, NULL }
-#define MG_STREAM_GET(p, fn)      MG_STREAM("GET", p, fn)
-#define MG_STREAM_POST(p, fn)     MG_STREAM("POST", p, fn)
+#define MG_UPLOAD(m, p, fn)   { .method = (m), .pattern = (p), .unary = (fn), .kind = MG_ROUTE_UPLOAD }
+/* A WebSocket endpoint (GET with Upgrade: websocket). */
+#define MG_WS(p, fn)          { .method = "GET", .pattern = (p), .ws = (fn), .kind = MG_ROUTE_WS }
 /* An optional health check run by the gateway's periodic probe, on the same
  * path as requests: return 0 when healthy. A module without one is healthy
  * whenever it answers. */
-#define MG_HEALTH(fn)             { NULL, NULL, (fn), NULL, MG_ROUTE_HEALTH, NULL }
+#define MG_HEALTH(fn)         { .unary = (fn), .kind = MG_ROUTE_HEALTH }
 /* Declares the module's start-up hook (see mg_init_fn). */
-#define MG_INIT(fn)               { NULL, NULL, NULL, NULL, MG_ROUTE_INIT, (fn) }
+#define MG_INIT(fn)           { .kind = MG_ROUTE_INIT, .init = (fn) }
 
 /* Adds a module to the program's registry (called by MG_MODULE before main;
  * `module` must outlive the program). */

@@ -1,0 +1,446 @@
+/*
+ * WebSocket endpoints in the module runtime (RFC 6455): the handshake
+ * (Sec-WebSocket-Accept = base64(SHA-1(key + GUID))), then frames on the
+ * socket libmicrohttpd hands over after the 101 response.
+ *
+ * The runtime is thread-per-connection, so the handler runs inside the
+ * upgrade callback on the connection's own thread and uses blocking I/O
+ * (poll around the non-blocking socket MHD gave us).
+ */
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#include "runtime.h"
+
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define MAX_MESSAGE (16u << 20) /* larger messages close the session (1009) */
+
+/* ---- SHA-1 (FIPS 180-4), only for the handshake ------------------------- */
+
+static uint32_t rol(uint32_t x, int n)
+{
+    return (x << n) | (x >> (32 - n));
+}
+
+static void sha1(const unsigned char *msg, size_t len, unsigned char out[20])
+{
+    uint32_t h[5] = { 0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0 };
+    size_t total = ((len + 8) / 64 + 1) * 64;
+    unsigned char *buf = calloc(1, total);
+    if (buf == NULL) {
+        memset(out, 0, 20);
+        return;
+    }
+    memcpy(buf, msg, len);
+    buf[len] = 0x80;
+    uint64_t bits = (uint64_t)len * 8;
+    for (int i = 0; i < 8; i++)
+        buf[total - 1 - i] = (unsigned char)(bits >> (8 * i));
+    for (size_t off = 0; off < total; off += 64) {
+        uint32_t w[80];
+        for (int i = 0; i < 16; i++)
+            w[i] = (uint32_t)buf[off + 4 * i] << 24 | (uint32_t)buf[off + 4 * i + 1] << 16 |
+                   (uint32_t)buf[off + 4 * i + 2] << 8 | buf[off + 4 * i + 3];
+        for (int i = 16; i < 80; i++)
+            w[i] = rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
+        uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+        for (int i = 0; i < 80; i++) {
+            uint32_t f, k;
+            if (i < 20) {
+                f = (b & c) | (~b & d);
+                k = 0x5A827999;
+            } else if (i < 40) {
+                f = b ^ c ^ d;
+                k = 0x6ED9EBA1;
+            } else if (i < 60) {
+                f = (b & c) | (b & d) | (c & d);
+                k = 0x8F1BBCDC;
+            } else {
+                f = b ^ c ^ d;
+                k = 0xCA62C1D6;
+            }
+            uint32_t t = rol(a, 5) + f + e + k + w[i];
+            e = d;
+            d = c;
+            c = rol(b, 30);
+            b = a;
+            a = t;
+        }
+        h[0] += a;
+        h[1] += b;
+        h[2] += c;
+        h[3] += d;
+        h[4] += e;
+    }
+    free(buf);
+    for (int i = 0; i < 5; i++) {
+        out[4 * i] = (unsigned char)(h[i] >> 24);
+        out[4 * i + 1] = (unsigned char)(h[i] >> 16);
+        out[4 * i + 2] = (unsigned char)(h[i] >> 8);
+        out[4 * i + 3] = (unsigned char)h[i];
+    }
+}
+
+static void base64(const unsigned char *in, size_t len, char *out)
+{
+    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        uint32_t v = (uint32_t)in[i] << 16;
+        if (i + 1 < len)
+            v |= (uint32_t)in[i + 1] << 8;
+        if (i + 2 < len)
+            v |= in[i + 2];
+        out[o++] = tbl[(v >> 18) & 63];
+        out[o++] = tbl[(v >> 12) & 63];
+        out[o++] = i + 1 < len ? tbl[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < len ? tbl[v & 63] : '=';
+    }
+    out[o] = '\0';
+}
+
+/* ---- the session ---------------------------------------------------------- */
+
+struct mg_ws {
+    int fd;
+    struct mg_req *req;
+    pthread_mutex_t send_mu;
+    bool closed;          /* we sent a close frame, or the peer is gone */
+    bool peer_closed;
+    char *in;             /* bytes read but not yet parsed */
+    size_t in_off, in_len, in_cap;
+    char *msg;            /* the message being assembled */
+    size_t msg_len, msg_cap;
+};
+
+static int wait_fd(int fd, short events)
+{
+    struct pollfd p = { .fd = fd, .events = events };
+    for (;;) {
+        int n = poll(&p, 1, -1);
+        if (n > 0)
+            return (p.revents & (POLLERR | POLLNVAL)) ? -1 : 0;
+        if (n < 0 && errno != EINTR)
+            return -1;
+    }
+}
+
+static int send_all(mg_ws *ws, const struct iovec *iov, int n)
+{
+    struct iovec v[2];
+    memcpy(v, iov, (size_t)n * sizeof(*v));
+    int i = 0;
+    while (i < n) {
+        struct msghdr mh = { .msg_iov = v + i, .msg_iovlen = (size_t)(n - i) };
+        ssize_t w = sendmsg(ws->fd, &mh, MSG_NOSIGNAL);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if ((errno == EAGAIN || errno == EWOULDBLOCK) && wait_fd(ws->fd, POLLOUT) == 0)
+                continue;
+            return -1;
+        }
+        size_t left = (size_t)w;
+        while (i < n && left >= v[i].iov_len)
+            left -= v[i++].iov_len;
+        if (i < n) {
+            v[i].iov_base = (char *)v[i].iov_base + left;
+            v[i].iov_len -= left;
+        }
+    }
+    return 0;
+}
+
+static int send_frame(mg_ws *ws, int opcode, const void *data, size_t len)
+{
+    unsigned char head[10];
+    size_t hl = 2;
+    head[0] = (unsigned char)(0x80 | opcode);
+    if (len < 126) {
+        head[1] = (unsigned char)len;
+    } else if (len <= 0xFFFF) {
+        head[1] = 126;
+        head[2] = (unsigned char)(len >> 8);
+        head[3] = (unsigned char)len;
+        hl = 4;
+    } else {
+        head[1] = 127;
+        for (int i = 0; i < 8; i++)
+            head[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+        hl = 10;
+    }
+    struct iovec iov[2] = { { head, hl }, { (void *)data, len } };
+    pthread_mutex_lock(&ws->send_mu);
+    int rc = ws->closed && opcode != 8 ? -1 : send_all(ws, iov, len ? 2 : 1);
+    pthread_mutex_unlock(&ws->send_mu);
+    return rc;
+}
+
+/* Makes `n` bytes available at ws->in + ws->in_off; 0 or -1 (peer gone). */
+static int need(mg_ws *ws, size_t n)
+{
+    if (ws->in_len >= n)
+        return 0;
+    if (ws->in_off > 0) {
+        memmove(ws->in, ws->in + ws->in_off, ws->in_len);
+        ws->in_off = 0;
+    }
+    if (n > ws->in_cap) {
+        size_t cap = ws->in_cap ? ws->in_cap : 4096;
+        while (cap < n)
+            cap *= 2;
+        char *p = realloc(ws->in, cap);
+        if (p == NULL)
+            return -1;
+        ws->in = p;
+        ws->in_cap = cap;
+    }
+    while (ws->in_len < n) {
+        ssize_t r = recv(ws->fd, ws->in + ws->in_len, ws->in_cap - ws->in_len, 0);
+        if (r > 0) {
+            ws->in_len += (size_t)r;
+            continue;
+        }
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && wait_fd(ws->fd, POLLIN) == 0)
+            continue;
+        return -1;
+    }
+    return 0;
+}
+
+static void consume(mg_ws *ws, size_t n)
+{
+    ws->in_off += n;
+    ws->in_len -= n;
+}
+
+static long fail_session(mg_ws *ws, int code)
+{
+    unsigned char c[2] = { (unsigned char)(code >> 8), (unsigned char)code };
+    if (!ws->closed) {
+        send_frame(ws, 8, c, 2);
+        ws->closed = true;
+    }
+    ws->peer_closed = true;
+    return -1;
+}
+
+long mg_ws_recv(mg_ws *ws, const void **data, int *type)
+{
+    if (ws->peer_closed)
+        return -1;
+    ws->msg_len = 0;
+    int msg_type = 0;
+    for (;;) {
+        if (need(ws, 2) != 0) {
+            ws->peer_closed = true;
+            return -1;
+        }
+        unsigned char *h = (unsigned char *)ws->in + ws->in_off;
+        bool fin = h[0] & 0x80;
+        int opcode = h[0] & 0x0F;
+        bool masked = h[1] & 0x80;
+        uint64_t len = h[1] & 0x7F;
+        size_t hl = 2;
+        if (h[0] & 0x70)
+            return fail_session(ws, 1002); /* no extensions were agreed */
+        if (!masked)
+            return fail_session(ws, 1002); /* clients must mask */
+        if (len == 126)
+            hl = 4;
+        else if (len == 127)
+            hl = 10;
+        if (need(ws, hl + 4) != 0) {
+            ws->peer_closed = true;
+            return -1;
+        }
+        h = (unsigned char *)ws->in + ws->in_off;
+        if (hl == 4)
+            len = (uint64_t)h[2] << 8 | h[3];
+        if (hl == 10) {
+            len = 0;
+            for (int i = 0; i < 8; i++)
+                len = len << 8 | h[2 + i];
+        }
+        bool control = opcode & 0x8;
+        if (control && (len > 125 || !fin))
+            return fail_session(ws, 1002);
+        if (len > MAX_MESSAGE || (!control && ws->msg_len + len > MAX_MESSAGE))
+            return fail_session(ws, 1009);
+        unsigned char mask[4];
+        memcpy(mask, h + hl, 4);
+        if (need(ws, hl + 4 + (size_t)len) != 0) {
+            ws->peer_closed = true;
+            return -1;
+        }
+        unsigned char *payload = (unsigned char *)ws->in + ws->in_off + hl + 4;
+        for (uint64_t i = 0; i < len; i++)
+            payload[i] ^= mask[i & 3];
+
+        if (opcode == 8) { /* close: answer it, then the session is over */
+            if (!ws->closed)
+                send_frame(ws, 8, payload, len >= 2 ? 2 : 0);
+            ws->closed = true;
+            ws->peer_closed = true;
+            consume(ws, hl + 4 + (size_t)len);
+            return -1;
+        }
+        if (opcode == 9) { /* ping */
+            send_frame(ws, 10, payload, (size_t)len);
+            consume(ws, hl + 4 + (size_t)len);
+            continue;
+        }
+        if (opcode == 10) { /* pong */
+            consume(ws, hl + 4 + (size_t)len);
+            continue;
+        }
+        if (opcode == 1 || opcode == 2) {
+            if (msg_type != 0)
+                return fail_session(ws, 1002); /* a new message inside a fragmented one */
+            msg_type = opcode;
+        } else if (opcode != 0 || msg_type == 0) {
+            return fail_session(ws, 1002);
+        }
+        if (ws->msg_len + len + 1 > ws->msg_cap) {
+            size_t cap = ws->msg_cap ? ws->msg_cap : 4096;
+            while (cap < ws->msg_len + len + 1)
+                cap *= 2;
+            char *p = realloc(ws->msg, cap);
+            if (p == NULL)
+                return fail_session(ws, 1011);
+            ws->msg = p;
+            ws->msg_cap = cap;
+        }
+        memcpy(ws->msg + ws->msg_len, payload, (size_t)len);
+        ws->msg_len += (size_t)len;
+        ws->msg[ws->msg_len] = '\0';
+        consume(ws, hl + 4 + (size_t)len);
+        if (fin) {
+            *data = ws->msg ? ws->msg : "";
+            *type = msg_type == 1 ? MG_WS_TEXT : MG_WS_BINARY;
+            return (long)ws->msg_len;
+        }
+    }
+}
+
+int mg_ws_send(mg_ws *ws, const void *data, size_t len, int type)
+{
+    return send_frame(ws, type == MG_WS_TEXT ? 1 : 2, data, len);
+}
+
+int mg_ws_close(mg_ws *ws, int code, const char *reason)
+{
+    char buf[125];
+    size_t rl = reason ? strlen(reason) : 0;
+    if (rl > sizeof(buf) - 2)
+        rl = sizeof(buf) - 2;
+    buf[0] = (char)(code >> 8);
+    buf[1] = (char)code;
+    if (rl)
+        memcpy(buf + 2, reason, rl);
+    if (ws->closed)
+        return 0;
+    int rc = send_frame(ws, 8, buf, 2 + rl);
+    ws->closed = true;
+    return rc;
+}
+
+/* ---- the runtime's side ---------------------------------------------------- */
+
+static void on_upgrade(void *cls, struct MHD_Connection *conn, void *con_cls,
+                       const char *extra_in, size_t extra_in_size, MHD_socket sock,
+                       struct MHD_UpgradeResponseHandle *urh)
+{
+    (void)conn, (void)con_cls;
+    struct mg_req *req = cls;
+    mg_ws ws = { .fd = sock, .req = req };
+    pthread_mutex_init(&ws.send_mu, NULL);
+    if (extra_in_size > 0 && (ws.in = malloc(extra_in_size)) != NULL) {
+        memcpy(ws.in, extra_in, extra_in_size);
+        ws.in_len = ws.in_cap = extra_in_size;
+    }
+    int rc = req->route->ws(req, &ws);
+    if (!ws.closed)
+        mg_ws_close(&ws, rc == 0 ? 1000 : 1011, rc == 0 ? "" : "handler failed");
+    /* Give the peer's close frame a moment, so that it is not answered by
+     * a reset. */
+    if (!ws.peer_closed) {
+        struct pollfd p = { .fd = sock, .events = POLLIN };
+        poll(&p, 1, 1000);
+    }
+    free(ws.in);
+    free(ws.msg);
+    pthread_mutex_destroy(&ws.send_mu);
+    MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
+}
+
+static bool has_token(const char *value, const char *token)
+{
+    size_t tl = strlen(token);
+    for (const char *p = value; p && *p;) {
+        while (*p == ' ' || *p == ',' || *p == '\t')
+            p++;
+        const char *s = p;
+        while (*p && *p != ',')
+            p++;
+        const char *e = p;
+        while (e > s && (e[-1] == ' ' || e[-1] == '\t'))
+            e--;
+        if ((size_t)(e - s) == tl && strncasecmp(s, token, tl) == 0)
+            return true;
+    }
+    return false;
+}
+
+enum MHD_Result mg__ws_start(struct mg_req *req)
+{
+    const char *upgrade = mg_req_header(req, "Upgrade");
+    const char *connection = mg_req_header(req, "Connection");
+    const char *key = mg_req_header(req, "Sec-WebSocket-Key");
+    const char *version = mg_req_header(req, "Sec-WebSocket-Version");
+    struct MHD_Response *r;
+    if (upgrade == NULL || !has_token(upgrade, "websocket") || connection == NULL ||
+        !has_token(connection, "upgrade") || key == NULL || strlen(key) > 64) {
+        r = mg__error_response("a WebSocket handshake is expected here", req);
+        enum MHD_Result ok = r ? MHD_queue_response(req->conn, 400, r) : MHD_NO;
+        if (r)
+            MHD_destroy_response(r);
+        return ok;
+    }
+    if (version == NULL || strcmp(version, "13") != 0) {
+        r = mg__error_response("unsupported WebSocket version", req);
+        if (r)
+            MHD_add_response_header(r, "Sec-WebSocket-Version", "13");
+        enum MHD_Result ok = r ? MHD_queue_response(req->conn, 426, r) : MHD_NO;
+        if (r)
+            MHD_destroy_response(r);
+        return ok;
+    }
+    char joined[160];
+    snprintf(joined, sizeof(joined), "%s%s", key, WS_GUID);
+    unsigned char digest[20];
+    sha1((const unsigned char *)joined, strlen(joined), digest);
+    char accept[32];
+    base64(digest, sizeof(digest), accept);
+
+    /* The request lives until the connection closes, after the session. */
+    r = MHD_create_response_for_upgrade(on_upgrade, req);
+    if (r == NULL)
+        return MHD_NO;
+    MHD_add_response_header(r, "Upgrade", "websocket");
+    MHD_add_response_header(r, "Connection", "Upgrade");
+    MHD_add_response_header(r, "Sec-WebSocket-Accept", accept);
+    enum MHD_Result ok = MHD_queue_response(req->conn, 101, r);
+    MHD_destroy_response(r);
+    return ok;
+}

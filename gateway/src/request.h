@@ -1,0 +1,126 @@
+/*
+ * One forwarded request, as proxy.c and tunnel.c share it. Everything here
+ * runs on the request's loop thread.
+ */
+#ifndef GW_REQUEST_H
+#define GW_REQUEST_H
+
+#include <curl/curl.h>
+#include <microhttpd.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "list.h"
+#include "loop.h"
+#include "module.h"
+#include "util.h"
+
+#define BUFFERED_MAX (64 * 1024)   /* answer from one buffer up to this size */
+#define HIGH_WATER (64 * 1024)     /* pause the producer above this */
+#define LOW_WATER (16 * 1024)      /* resume it below this */
+#define DEATH_WAIT_MS 250          /* how long a broken transfer waits to learn why */
+#define DISCARD_MAX (16u << 20)    /* body bytes read and dropped before an early answer */
+
+struct bytes {
+    char *data;
+    size_t off, len, cap;
+};
+
+struct request {
+    struct gw_loop *loop;
+    struct MHD_Connection *conn;
+    struct gw_link link_all, link_timer, link_unpause;
+    int refs;                      /* the MHD connection, and a streaming response */
+
+    char *target;                  /* request target as sent: path?query */
+    size_t pathlen;
+    const char *method;            /* MHD's, valid while the connection lives */
+    uint64_t start_us;
+    uint64_t timer_at_ms;          /* start of the current timer list entry */
+    char id[132];
+    char client[48];
+
+    struct gw_module *mod;
+    struct gw_incarnation *inc;
+    unsigned incarnation;          /* inc's number, or the module's latest */
+
+    bool first_call_done;
+    bool client_gone;              /* the client hung up while we waited */
+    int fd;                        /* the client socket */
+    bool suspended;
+    bool reader_waiting;           /* suspended inside the content reader */
+    bool queued;
+    bool counted_active;
+
+    /* A gateway-made answer: a local endpoint or an error. */
+    int local_status;
+    const char *cause;             /* X-Modgate-Error cause, for errors */
+    char *local_body;              /* error message or local body */
+    const char *local_ctype;
+    const char *extra_name;        /* Allow / Retry-After */
+    char extra_value[512];
+
+    /* The transfer to the module. */
+    CURL *easy;
+    struct curl_slist *hdrs;
+    bool has_body;
+    uint64_t body_seen;
+    uint64_t discarded;
+    struct bytes up;
+    bool up_done, read_paused;
+
+    int status;
+    struct mg_buf resp_hdrs;       /* "name\0value\0" pairs */
+    int64_t resp_len;              /* Content-Length, -1 if none */
+    bool headers_done, stream_mode, resp_ready;
+    struct bytes down;
+    bool write_paused;
+    bool upstream_done, upstream_failed, failure_known;
+    CURLcode result;
+    char *tail;                    /* error text ending a cut stream */
+    size_t tail_len, tail_off;
+    struct MHD_Response *stream_response; /* kept to add the error trailer */
+
+    /* A WebSocket tunnel (tunnel.c): `up` carries client -> module bytes,
+     * `down` module -> client. */
+    bool ws;                       /* an Upgrade: websocket request */
+    bool ws_open;                  /* the 101 went out: relaying bytes */
+    bool hs_sent;                  /* the handshake is written to the module */
+    int mfd;                       /* our socket to the module, -1 if none */
+    int cfd;                       /* the client socket, once upgraded */
+    struct bytes hs;               /* handshake out, then the module's answer head */
+    struct MHD_UpgradeResponseHandle *urh;
+    uint32_t cmask, mmask;         /* epoll events registered for cfd and mfd */
+
+    int final_status;
+    uint64_t bytes_out;
+};
+
+
+/* Bounded byte queues: append fails with -1 past `max` or on ENOMEM. */
+int gw_bytes_append(struct bytes *b, const void *data, size_t len, size_t max);
+size_t gw_bytes_take(struct bytes *b, char *out, size_t max);
+void gw_bytes_free(struct bytes *b);
+
+/* Suspends the client connection until gw_req_resume. */
+void gw_req_suspend(struct request *r);
+void gw_req_resume(struct request *r);
+void gw_req_unref(struct request *r);
+/* Sets a gateway-made error answer (JSON body, X-Modgate-Error cause). */
+void gw_req_set_error(struct request *r, int status, const char *cause, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* The answer can be queued: resume the connection to queue it. */
+void gw_req_answer_ready(struct request *r);
+/* Ends the curl side of the request, if any. */
+void gw_req_transfer_end(struct request *r);
+/* Answers a request whose module connection broke (502 or a cut stream). */
+void gw_req_finish_failure(struct request *r);
+/* Takes one response header line from the module (curl's header callback). */
+size_t gw_req_on_header(char *buf, size_t size, size_t n, void *userp);
+/* The connection to the module broke: wait to learn why, then answer. */
+void gw_req_transfer_failed(struct request *r);
+/* Adds the module's response headers, less hop-by-hop ones, plus ours. */
+bool gw_req_add_module_headers(struct request *r, struct MHD_Response *resp);
+
+#endif

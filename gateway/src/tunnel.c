@@ -1,0 +1,366 @@
+/*
+ * WebSocket tunnels, see tunnel.h. Two phases on one request:
+ *
+ * handshake: the gateway connects to the module's socket, writes the
+ *   client's request (headers rewritten as for any request, but keeping
+ *   Upgrade and Connection: Upgrade) and reads the module's answer head.
+ *   A 101 is answered to the client with libmicrohttpd's upgrade response;
+ *   anything else (an error from the module) is answered as it came.
+ * relay: libmicrohttpd hands us the client socket; bytes go both ways
+ *   through the request's `up` and `down` buffers, level-triggered epoll
+ *   interest following what each side can take, so that a slow reader
+ *   slows the writer down. Either side closing ends both.
+ */
+#include "tunnel.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "headers.h"
+#include "logfile.h"
+#include "request.h"
+
+#define HEAD_MAX (64 * 1024) /* the module's answer head, at most */
+
+static bool has_token(const char *value, const char *token)
+{
+    return value != NULL && gw_header_in_connection(value, token, strlen(token));
+}
+
+bool gw_tunnel_wanted(struct MHD_Connection *conn, const char *method)
+{
+    if (strcmp(method, "GET") != 0)
+        return false;
+    const char *up = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Upgrade");
+    const char *co = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Connection");
+    return has_token(up, "websocket") && has_token(co, "upgrade");
+}
+
+struct head_ctx {
+    struct mg_buf *b;
+    const char *connection;
+    bool failed;
+};
+
+static enum MHD_Result add_header(void *cls, enum MHD_ValueKind kind, const char *name,
+                                  const char *value)
+{
+    (void)kind;
+    struct head_ctx *h = cls;
+    size_t n = strlen(name);
+    /* Upgrade and Connection belong to the handshake itself (set below);
+     * the other hop-by-hop headers stay here, as for any request. */
+    if (gw_header_is_hop_by_hop(name, n) || gw_header_in_connection(h->connection, name, n) ||
+        strcasecmp(name, "X-Forwarded-For") == 0 || strcasecmp(name, "X-Forwarded-Proto") == 0 ||
+        strcasecmp(name, "X-Request-Id") == 0 || strcasecmp(name, "Content-Length") == 0)
+        return MHD_YES;
+    if (mg__buf_printf(h->b, "%s: %s\r\n", name, value ? value : "") != 0)
+        h->failed = true;
+    return h->failed ? MHD_NO : MHD_YES;
+}
+
+static int build_handshake(struct request *r, struct mg_buf *b)
+{
+    const char *connection = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Connection");
+    const char *upgrade = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Upgrade");
+    const char *xff = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Forwarded-For");
+    struct head_ctx h = { .b = b, .connection = connection };
+    if (mg__buf_printf(b, "GET %s HTTP/1.1\r\n", r->target) != 0)
+        return -1;
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, add_header, &h);
+    if (h.failed)
+        return -1;
+    int rc = mg__buf_printf(b, "Upgrade: %s\r\nConnection: Upgrade\r\n", upgrade);
+    if (xff != NULL && xff[0] != '\0')
+        rc |= mg__buf_printf(b, "X-Forwarded-For: %s, %s\r\n", xff, r->client);
+    else
+        rc |= mg__buf_printf(b, "X-Forwarded-For: %s\r\n", r->client);
+    rc |= mg__buf_printf(b, "X-Forwarded-Proto: http\r\nX-Request-Id: %s\r\n\r\n", r->id);
+    return rc;
+}
+
+static void set_interest(struct request *r, int fd, uint32_t *mask, uint32_t want,
+                         enum gw_fd_kind kind)
+{
+    if (fd < 0 || *mask == want)
+        return;
+    if (gw_loop_watch(r->loop, fd, kind, want, r, false) == 0)
+        *mask = want;
+}
+
+int gw_tunnel_start(struct request *r)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", r->inc->socket_path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        if (fd >= 0)
+            close(fd);
+        /* A module that is gone refuses; say how it died if it did. */
+        r->mfd = -1;
+        r->result = CURLE_COULDNT_CONNECT;
+        gw_req_transfer_failed(r);
+        return -1;
+    }
+    struct mg_buf hs;
+    mg__buf_init(&hs, (size_t)HEAD_MAX * 4);
+    if (build_handshake(r, &hs) != 0) {
+        mg__buf_free(&hs);
+        close(fd);
+        gw_req_set_error(r, 431, "headers_too_large", "WebSocket handshake too large");
+        return -1;
+    }
+    gw_bytes_append(&r->hs, hs.data, hs.len, SIZE_MAX);
+    mg__buf_free(&hs);
+    r->mfd = fd;
+    r->mmask = EPOLLOUT | EPOLLIN;
+    if (gw_loop_watch(r->loop, fd, GW_FD_TUNNEL_MODULE, r->mmask, r, true) != 0) {
+        close(fd);
+        r->mfd = -1;
+        gw_req_set_error(r, 500, "internal", "cannot watch the module connection");
+        return -1;
+    }
+    atomic_fetch_add(&r->mod->active, 1);
+    r->counted_active = true;
+    r->timer_at_ms = mg__now_ms();
+    gw_list_push_back(&r->loop->header_waiters, &r->link_timer);
+    return 0;
+}
+
+/* Sends what `b` holds to fd; -1 when the peer is gone. */
+static int flush(int fd, struct bytes *b)
+{
+    while (b->len > 0) {
+        ssize_t n = send(fd, b->data + b->off, b->len, MSG_NOSIGNAL);
+        if (n > 0) {
+            b->off += (size_t)n;
+            b->len -= (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        return -1;
+    }
+    if (b->len == 0)
+        b->off = 0;
+    return 0;
+}
+
+/* Reads from fd into `b` while it holds less than `limit`; 0, or -1 at
+ * EOF or error. */
+static int fill(int fd, struct bytes *b, size_t limit, uint64_t *counter)
+{
+    char tmp[16384];
+    while (b->len < limit) {
+        ssize_t n = recv(fd, tmp, sizeof(tmp), 0);
+        if (n > 0) {
+            if (gw_bytes_append(b, tmp, (size_t)n, SIZE_MAX) != 0)
+                return -1;
+            if (counter)
+                *counter += (uint64_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            return 0;
+        return -1;
+    }
+    return 0;
+}
+
+/* The module's answer head is in: 101 opens the tunnel; anything else is
+ * answered to the client as the module sent it. */
+static void head_received(struct request *r, size_t head_len)
+{
+    char *p = r->hs.data + r->hs.off;
+    char *end = p + head_len;
+    r->status = 0;
+    while (p < end) {
+        char *nl = memchr(p, '\n', (size_t)(end - p));
+        size_t len = nl ? (size_t)(nl - p) + 1 : (size_t)(end - p);
+        if (len <= 2 && r->status == 101)
+            break; /* the 101 is final here, unlike other 1xx */
+        gw_req_on_header(p, 1, len, r);
+        p += len;
+    }
+    /* Bytes after the head belong to the body (an error) or the tunnel. */
+    size_t rest = r->hs.len - head_len;
+    if (rest > 0)
+        gw_bytes_append(&r->down, r->hs.data + r->hs.off + head_len, rest, SIZE_MAX);
+    gw_bytes_free(&r->hs);
+    gw_list_remove(&r->link_timer);
+    if (r->status == 101) {
+        r->headers_done = true;
+        set_interest(r, r->mfd, &r->mmask, 0, GW_FD_TUNNEL_MODULE); /* until upgraded */
+        gw_req_answer_ready(r);
+        return;
+    }
+    if (!r->headers_done || r->resp_len > 65536 ||
+        (r->resp_len < 0 && strcmp(r->method, "HEAD") != 0 && r->status != 204 &&
+         r->status != 304)) {
+        r->result = CURLE_WEIRD_SERVER_REPLY;
+        gw_req_transfer_failed(r);
+        return;
+    }
+    if ((int64_t)r->down.len >= r->resp_len || r->resp_len <= 0) {
+        gw_req_transfer_end(r);
+        gw_req_answer_ready(r);
+    }
+    /* else the rest of the error body follows (module events). */
+}
+
+static void relay(struct request *r);
+
+void gw_tunnel_module_event(struct request *r, uint32_t events)
+{
+    if (r->ws_open) {
+        (void)events;
+        relay(r);
+        return;
+    }
+    /* Handshake phase: first our request goes out, then its answer comes. */
+    if (!r->hs_sent) {
+        if (flush(r->mfd, &r->hs) != 0) {
+            r->result = CURLE_SEND_ERROR;
+            gw_req_transfer_failed(r);
+            return;
+        }
+        if (r->hs.len > 0)
+            return;
+        r->hs_sent = true;
+        set_interest(r, r->mfd, &r->mmask, EPOLLIN, GW_FD_TUNNEL_MODULE);
+    }
+    if (!(events & (EPOLLIN | EPOLLHUP | EPOLLERR | EPOLLRDHUP)))
+        return;
+    if (r->headers_done) {
+        /* The body of a non-101 answer. */
+        int rc = fill(r->mfd, &r->down, 65536 + 1, NULL);
+        if ((int64_t)r->down.len >= r->resp_len) {
+            gw_req_transfer_end(r);
+            gw_req_answer_ready(r);
+        } else if (rc != 0) {
+            r->result = CURLE_PARTIAL_FILE;
+            gw_req_transfer_failed(r);
+        }
+        return;
+    }
+    int rc = fill(r->mfd, &r->hs, HEAD_MAX, NULL);
+    const char *start = r->hs.data ? r->hs.data + r->hs.off : "";
+    const char *eoh = r->hs.len ? memmem(start, r->hs.len, "\r\n\r\n", 4) : NULL;
+    if (eoh != NULL) {
+        head_received(r, (size_t)(eoh - start) + 4);
+        return;
+    }
+    if (rc != 0 || r->hs.len >= HEAD_MAX) {
+        r->result = rc != 0 ? CURLE_GOT_NOTHING : CURLE_WEIRD_SERVER_REPLY;
+        gw_req_transfer_failed(r);
+    }
+}
+
+static void on_upgrade(void *cls, struct MHD_Connection *conn, void *con_cls,
+                       const char *extra_in, size_t extra_in_size, MHD_socket sock,
+                       struct MHD_UpgradeResponseHandle *urh)
+{
+    (void)conn, (void)con_cls;
+    struct request *r = cls;
+    r->urh = urh;
+    r->cfd = sock;
+    r->ws_open = true;
+    if (extra_in_size > 0)
+        gw_bytes_append(&r->up, extra_in, extra_in_size, SIZE_MAX);
+    /* The client socket was watched for hang-ups only; now it is ours. */
+    r->cmask = 0;
+    if (gw_loop_watch(r->loop, sock, GW_FD_TUNNEL_CLIENT, EPOLLIN, r, false) == 0)
+        r->cmask = EPOLLIN;
+    if (r->loop->gw->cfg.limits.stream_idle_timeout_ms > 0) {
+        r->timer_at_ms = mg__now_ms();
+        gw_list_push_back(&r->loop->idle_streams, &r->link_timer);
+    }
+    relay(r);
+}
+
+struct MHD_Response *gw_tunnel_response(struct request *r)
+{
+    struct MHD_Response *resp = MHD_create_response_for_upgrade(on_upgrade, r);
+    if (resp == NULL)
+        return NULL;
+    /* libmicrohttpd insists on its own Connection header for a 101. */
+    if (MHD_add_response_header(resp, "Upgrade", "websocket") != MHD_YES ||
+        MHD_add_response_header(resp, "Connection", "Upgrade") != MHD_YES ||
+        !gw_req_add_module_headers(r, resp)) {
+        MHD_destroy_response(resp);
+        return NULL;
+    }
+    return resp;
+}
+
+void gw_tunnel_client_event(struct request *r, uint32_t events)
+{
+    (void)events;
+    relay(r);
+}
+
+/* One round of relaying; ends the tunnel when either side is gone. */
+static void relay(struct request *r)
+{
+    size_t limit = 64 * 1024;
+    bool closed = false;
+    /* client -> module */
+    if (fill(r->cfd, &r->up, limit, NULL) != 0)
+        closed = true;
+    if (flush(r->mfd, &r->up) != 0)
+        closed = true;
+    /* module -> client */
+    if (fill(r->mfd, &r->down, limit, &r->bytes_out) != 0)
+        closed = true;
+    if (flush(r->cfd, &r->down) != 0)
+        closed = true;
+    if (closed) {
+        /* Whatever one side said last still goes to the other. */
+        flush(r->mfd, &r->up);
+        flush(r->cfd, &r->down);
+        gw_tunnel_close(r);
+        return;
+    }
+    if (gw_linked(&r->link_timer)) {
+        r->timer_at_ms = mg__now_ms();
+        gw_list_push_back(&r->loop->idle_streams, &r->link_timer);
+    }
+    uint32_t cw = (r->up.len < limit ? EPOLLIN : 0u) | (r->down.len > 0 ? EPOLLOUT : 0u);
+    uint32_t mw = (r->down.len < limit ? EPOLLIN : 0u) | (r->up.len > 0 ? EPOLLOUT : 0u);
+    set_interest(r, r->cfd, &r->cmask, cw, GW_FD_TUNNEL_CLIENT);
+    set_interest(r, r->mfd, &r->mmask, mw, GW_FD_TUNNEL_MODULE);
+}
+
+void gw_tunnel_close(struct request *r)
+{
+    gw_list_remove(&r->link_timer);
+    if (r->mfd >= 0) {
+        gw_loop_unwatch(r->loop, r->mfd);
+        close(r->mfd);
+        r->mfd = -1;
+    }
+    if (r->counted_active) {
+        atomic_fetch_sub(&r->mod->active, 1);
+        r->counted_active = false;
+    }
+    if (r->urh != NULL) {
+        /* libmicrohttpd closes the client socket and resumes the connection
+         * to clean it up, which needs an MHD_run. */
+        gw_loop_unwatch(r->loop, r->cfd);
+        MHD_upgrade_action(r->urh, MHD_UPGRADE_ACTION_CLOSE);
+        r->urh = NULL;
+        r->loop->resumed = true;
+    }
+    gw_bytes_free(&r->hs);
+}

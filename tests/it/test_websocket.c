@@ -1,0 +1,253 @@
+/* WebSocket tunnelled through the gateway to echo's /echo/ws (SPEC §4, §7). */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+TestSuite(websocket, .timeout = 60);
+
+/* RFC 6455 §1.3's example: this key must be answered with this accept. */
+#define KEY "dGhlIHNhbXBsZSBub25jZQ=="
+#define ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+
+static void start(struct gwp *g, const char *cfg)
+{
+    cr_assert_eq(gwp_start(g, cfg, NULL), 0, "gateway did not start: %s", g->out);
+}
+
+static void finish(struct gwp *g)
+{
+    cr_expect_eq(gwp_stop(g), 0);
+    gwp_cleanup(g);
+}
+
+struct ws {
+    int fd;
+    char buf[1 << 20];
+    size_t len;
+};
+
+static bool readable(int fd, int ms)
+{
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    return poll(&p, 1, ms) > 0;
+}
+
+/* Reads more bytes into the buffer; false at EOF or after `ms`. */
+static bool more(struct ws *w, int ms)
+{
+    if (!readable(w->fd, ms))
+        return false;
+    ssize_t n = read(w->fd, w->buf + w->len, sizeof(w->buf) - w->len);
+    if (n <= 0)
+        return false;
+    w->len += (size_t)n;
+    return true;
+}
+
+/* Opens a session; returns the handshake answer's head (static buffer). */
+static const char *ws_open(struct ws *w, int port, const char *path)
+{
+    w->fd = socket(AF_INET, SOCK_STREAM, 0);
+    w->len = 0;
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    cr_assert_eq(connect(w->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    char req[512];
+    int n = snprintf(req, sizeof(req),
+                     "GET %s HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\n"
+                     "Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: " KEY "\r\n"
+                     "Sec-WebSocket-Version: 13\r\nX-Request-Id: ws-1\r\n\r\n",
+                     path);
+    cr_assert_eq(write(w->fd, req, (size_t)n), n);
+    static char head[4096];
+    char *end = NULL;
+    while ((end = memmem(w->buf, w->len, "\r\n\r\n", 4)) == NULL)
+        cr_assert(more(w, 5000), "no handshake answer: %.*s", (int)w->len, w->buf);
+    size_t hl = (size_t)(end - w->buf) + 4;
+    memcpy(head, w->buf, hl);
+    head[hl] = '\0';
+    memmove(w->buf, w->buf + hl, w->len - hl);
+    w->len -= hl;
+    return head;
+}
+
+static void ws_send(struct ws *w, int opcode, const void *data, size_t len)
+{
+    unsigned char h[14];
+    size_t hl = 2;
+    h[0] = (unsigned char)(0x80 | opcode);
+    if (len < 126) {
+        h[1] = (unsigned char)(0x80 | len);
+    } else if (len < 65536) {
+        h[1] = 0x80 | 126;
+        h[2] = (unsigned char)(len >> 8);
+        h[3] = (unsigned char)len;
+        hl = 4;
+    } else {
+        h[1] = 0x80 | 127;
+        for (int i = 0; i < 8; i++)
+            h[2 + i] = (unsigned char)((uint64_t)len >> (56 - 8 * i));
+        hl = 10;
+    }
+    unsigned char mask[4] = { 0x12, 0x34, 0x56, 0x78 };
+    memcpy(h + hl, mask, 4);
+    hl += 4;
+    unsigned char *frame = malloc(hl + len);
+    memcpy(frame, h, hl);
+    for (size_t i = 0; i < len; i++)
+        frame[hl + i] = ((const unsigned char *)data)[i] ^ mask[i & 3];
+    size_t off = 0;
+    while (off < hl + len) {
+        ssize_t n = write(w->fd, frame + off, hl + len - off);
+        cr_assert_gt(n, 0);
+        off += (size_t)n;
+    }
+    free(frame);
+}
+
+/* Receives one frame (the server does not mask); returns its opcode. */
+static int ws_recv(struct ws *w, char *out, size_t *outlen)
+{
+    while (w->len < 2)
+        cr_assert(more(w, 5000), "no frame");
+    unsigned char *b = (unsigned char *)w->buf;
+    int opcode = b[0] & 0x0F;
+    cr_assert_eq(b[1] & 0x80, 0, "server frames are not masked");
+    uint64_t len = b[1] & 0x7F;
+    size_t hl = len == 126 ? 4 : len == 127 ? 10 : 2;
+    while (w->len < hl)
+        cr_assert(more(w, 5000));
+    b = (unsigned char *)w->buf;
+    if (len == 126)
+        len = (uint64_t)b[2] << 8 | b[3];
+    else if (len == 127) {
+        len = 0;
+        for (int i = 0; i < 8; i++)
+            len = len << 8 | b[2 + i];
+    }
+    while (w->len < hl + len)
+        cr_assert(more(w, 5000), "short frame");
+    memcpy(out, w->buf + hl, (size_t)len);
+    *outlen = (size_t)len;
+    memmove(w->buf, w->buf + hl + len, w->len - hl - len);
+    w->len -= hl + (size_t)len;
+    return opcode;
+}
+
+static bool closed_by_peer(struct ws *w, int ms)
+{
+    char tmp[256];
+    if (!readable(w->fd, ms))
+        return false;
+    return read(w->fd, tmp, sizeof(tmp)) <= 0;
+}
+
+Test(websocket, echo_round_trip_through_the_gateway)
+{
+    struct gwp g;
+    start(&g, NULL);
+    static struct ws w;
+    const char *head = ws_open(&w, g.port, "/echo/ws");
+    cr_assert_eq(strncmp(head, "HTTP/1.1 101", 12), 0, "%s", head);
+    cr_expect_not_null(strcasestr(head, "Upgrade: websocket"), "%s", head);
+    cr_expect_not_null(strstr(head, "Sec-WebSocket-Accept: " ACCEPT), "%s", head);
+    cr_expect_not_null(strstr(head, "X-Request-Id: ws-1"), "%s", head);
+
+    static char got[300000];
+    size_t n;
+    ws_send(&w, 1, "hello through the gateway", 25);
+    cr_expect_eq(ws_recv(&w, got, &n), 1);
+    cr_expect(n == 25 && memcmp(got, "hello through the gateway", 25) == 0);
+
+    static unsigned char big[200000];
+    for (size_t i = 0; i < sizeof(big); i++)
+        big[i] = (unsigned char)(i * 13);
+    ws_send(&w, 2, big, sizeof(big));
+    cr_expect_eq(ws_recv(&w, got, &n), 2);
+    cr_expect(n == sizeof(big) && memcmp(got, big, n) == 0, "binary message of %zu", n);
+
+    ws_send(&w, 9, "are you there", 13); /* ping */
+    cr_expect_eq(ws_recv(&w, got, &n), 10);
+    cr_expect(n == 13 && memcmp(got, "are you there", 13) == 0);
+
+    unsigned char close_frame[2] = { 0x03, 0xE8 }; /* 1000 */
+    ws_send(&w, 8, close_frame, 2);
+    cr_expect_eq(ws_recv(&w, got, &n), 8, "the close is answered");
+    cr_expect(closed_by_peer(&w, 3000), "then both sides close");
+    close(w.fd);
+    cr_expect(gwp_wait_log(&g, "echo.log", "ws: session closed", 3000));
+    cr_expect(gwp_wait_log(&g, "access.log", "ws-1 127.0.0.1 GET /echo/ws echo 1 101 ", 3000));
+    finish(&g);
+}
+
+Test(websocket, client_going_away_closes_the_module_side)
+{
+    struct gwp g;
+    start(&g, NULL);
+    static struct ws w;
+    const char *head = ws_open(&w, g.port, "/echo/ws");
+    cr_assert_eq(strncmp(head, "HTTP/1.1 101", 12), 0, "%s", head);
+    char got[64];
+    size_t n;
+    ws_send(&w, 1, "x", 1);
+    cr_assert_eq(ws_recv(&w, got, &n), 1);
+    close(w.fd); /* no close frame: the TCP connection just ends */
+    cr_expect(gwp_wait_log(&g, "echo.log", "ws: session closed", 3000));
+    finish(&g);
+}
+
+Test(websocket, module_going_away_closes_the_client_side)
+{
+    struct gwp g;
+    start(&g, NULL);
+    static struct ws w;
+    const char *head = ws_open(&w, g.port, "/echo/ws");
+    cr_assert_eq(strncmp(head, "HTTP/1.1 101", 12), 0, "%s", head);
+    kill(gwp_module_pid(&g, "echo"), SIGKILL);
+    cr_expect(closed_by_peer(&w, 3000), "the client's connection ends too");
+    close(w.fd);
+    finish(&g);
+}
+
+Test(websocket, a_silent_tunnel_is_closed_after_the_idle_timeout)
+{
+    struct gwp g;
+    start(&g, "{\"limits\": {\"stream_idle_timeout_ms\": 300}}");
+    static struct ws w;
+    const char *head = ws_open(&w, g.port, "/echo/ws");
+    cr_assert_eq(strncmp(head, "HTTP/1.1 101", 12), 0, "%s", head);
+    char got[64];
+    size_t n;
+    for (int i = 0; i < 4; i++) { /* traffic keeps it open */
+        usleep(150 * 1000);
+        ws_send(&w, 1, "k", 1);
+        cr_assert_eq(ws_recv(&w, got, &n), 1);
+    }
+    cr_expect(closed_by_peer(&w, 3000), "closed once silent");
+    close(w.fd);
+    finish(&g);
+}
+
+Test(websocket, a_handshake_on_a_plain_route_gets_its_normal_answer)
+{
+    struct gwp g;
+    start(&g, NULL);
+    static struct ws w;
+    const char *head = ws_open(&w, g.port, "/hello/ws");
+    cr_expect_eq(strncmp(head, "HTTP/1.1 200", 12), 0, "%s", head);
+    close(w.fd);
+    head = ws_open(&w, g.port, "/nowhere");
+    cr_expect_eq(strncmp(head, "HTTP/1.1 404", 12), 0, "%s", head);
+    close(w.fd);
+    finish(&g);
+}
