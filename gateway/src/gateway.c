@@ -78,14 +78,28 @@ static int mkdir_p(const char *path)
     return rc;
 }
 
-static void raise_fd_limit(void)
+static void raise_fd_limit(unsigned max_connections)
 {
-    /* Each client needs a descriptor and so does its module connection. */
+    /* Each client needs a descriptor and so does its module connection,
+     * plus a margin for logs, sockets of idle module connections, epoll. */
+    rlim_t want = (rlim_t)max_connections * 2 + 4096;
     struct rlimit rl;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want) {
+        struct rlimit more = { want, want }; /* works where we may raise the hard limit */
+        if (setrlimit(RLIMIT_NOFILE, &more) == 0)
+            return;
+    }
+    if (rl.rlim_cur < rl.rlim_max) {
         rl.rlim_cur = rl.rlim_max;
         setrlimit(RLIMIT_NOFILE, &rl);
     }
+    getrlimit(RLIMIT_NOFILE, &rl);
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want)
+        fprintf(stderr, "modgate: warning: the descriptor limit (%llu) is below what %u "
+                "connections need (%llu)\n", (unsigned long long)rl.rlim_cur,
+                max_connections, (unsigned long long)want);
 }
 
 static char *path_join(const char *dir, const char *name)
@@ -323,7 +337,7 @@ int mg_gateway_main(int argc, char **argv)
         return 1;
     }
 
-    raise_fd_limit();
+    raise_fd_limit(gw.cfg.limits.max_connections);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int exit_code = 1;
 

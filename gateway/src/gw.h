@@ -34,6 +34,7 @@ struct gateway {
     struct gw_admin *admin;
     struct gw_supervisor *supervisor;
     atomic_uint loops_running;  /* loop threads not yet finished */
+    atomic_uint connections;    /* open client connections, all loops */
     atomic_bool stopping;
 };
 

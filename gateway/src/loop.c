@@ -61,6 +61,16 @@ static int on_curl_timer(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
+static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, socklen_t addrlen)
+{
+    (void)addr, (void)addrlen;
+    struct gateway *gw = cls;
+    return atomic_load_explicit(&gw->connections, memory_order_relaxed) <
+                   gw->cfg.limits.max_connections
+               ? MHD_YES
+               : MHD_NO;
+}
+
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
 {
     struct gw_loop *l = cls;
@@ -118,10 +128,11 @@ struct gw_loop *gw_loop_new(struct gateway *gw, unsigned index, char *err, size_
     size_t pool = 2 * (size_t)c->limits.max_header_bytes + 16 * 1024;
     if (pool < 32 * 1024)
         pool = 32 * 1024;
-    unsigned limit = (c->limits.max_connections + gw->nloops - 1) / gw->nloops;
+    /* The limit is global (the loops share the listen socket unevenly):
+     * each daemon may take all of it, accept_policy enforces the total. */
     l->mhd = MHD_start_daemon(
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG, 0,
-        NULL, NULL,
+        accept_policy, gw,
         gw_proxy_on_request, l,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, l,
         MHD_OPTION_LISTEN_SOCKET, gw->listen_fd,
@@ -129,7 +140,7 @@ struct gw_loop *gw_loop_new(struct gateway *gw, unsigned index, char *err, size_
         MHD_OPTION_NOTIFY_COMPLETED, gw_proxy_on_completed, l,
         MHD_OPTION_NOTIFY_CONNECTION, gw_proxy_on_connection, l,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
-        MHD_OPTION_CONNECTION_LIMIT, limit,
+        MHD_OPTION_CONNECTION_LIMIT, c->limits.max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)90,
         MHD_OPTION_END);
     if (l->mhd == NULL) {

@@ -996,6 +996,7 @@ void gw_proxy_on_connection(void *cls, struct MHD_Connection *conn, void **socke
     if (ci == NULL)
         return;
     if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        atomic_fetch_add_explicit(&l->gw->connections, 1, memory_order_relaxed);
         /* Watched for the peer's hang-up only (edge-triggered: one event),
          * so that a request we hold notices a client that left;
          * libmicrohttpd does not watch suspended connections. */
@@ -1003,6 +1004,7 @@ void gw_proxy_on_connection(void *cls, struct MHD_Connection *conn, void **socke
                           true) != 0)
             gw_log(GW_WARN, "loop %u: cannot watch a client connection", l->index);
     } else {
+        atomic_fetch_sub_explicit(&l->gw->connections, 1, memory_order_relaxed);
         gw_loop_unwatch(l, ci->connect_fd);
     }
 }
