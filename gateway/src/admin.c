@@ -17,6 +17,7 @@
 #include "gw.h"
 #include "logfile.h"
 #include "logtail.h"
+#include "metrics.h"
 
 struct gw_admin {
     struct gateway *gw;
@@ -203,6 +204,20 @@ static enum MHD_Result handle(struct gw_admin *a, struct MHD_Connection *c, cons
             json_array_append_new(arr, module_json(&gw->modules[i]));
         return send_json(c, 200, arr);
     }
+    if (strcmp(url, "/-/metrics") == 0) {
+        if (!get)
+            return send_error(c, 405, "method_not_allowed", "use GET", NULL);
+        struct mg_buf b;
+        mg__buf_init(&b, 64u << 20);
+        if (gw_metrics_render(gw, &b) != 0) {
+            mg__buf_free(&b);
+            return MHD_NO;
+        }
+        size_t len;
+        char *text = mg__buf_steal(&b, &len);
+        return send_text(c, 200, "text/plain; version=0.0.4; charset=utf-8", text ? text : strdup(""),
+                         len);
+    }
     if (strncmp(url, "/-/modules/", 11) == 0) {
         const char *name = url + 11;
         const char *slash = strchr(name, '/');
@@ -214,6 +229,13 @@ static enum MHD_Result handle(struct gw_admin *a, struct MHD_Connection *c, cons
             if (!get)
                 return send_error(c, 405, "method_not_allowed", "use GET", m->name);
             return send_json(c, 200, module_json(m));
+        }
+        if (strcmp(slash, "/restart") == 0) {
+            if (strcmp(method, "POST") != 0)
+                return send_error(c, 405, "method_not_allowed", "use POST", m->name);
+            gw_request_restart(gw, m);
+            json_t *j = json_pack("{s:s, s:s}", "module", m->name, "status", "restarting");
+            return send_json(c, 202, j);
         }
         if (strcmp(slash, "/log") == 0) {
             if (!get)

@@ -345,6 +345,13 @@ int mg_gateway_main(int argc, char **argv)
         fprintf(stderr, "modgate: cannot create log dir %s: %s\n", gw.cfg.log_dir, strerror(-rc));
         goto out;
     }
+    /* Absolute, so that the paths we report (log tails, the admin API)
+     * can be opened from anywhere. */
+    char *abs_log_dir = realpath(gw.cfg.log_dir, NULL);
+    if (abs_log_dir != NULL) {
+        free(gw.cfg.log_dir);
+        gw.cfg.log_dir = abs_log_dir;
+    }
     char *gwlog = path_join(gw.cfg.log_dir, "gateway.log");
     rc = gwlog ? gw_log_open(gwlog) : -ENOMEM;
     if (rc != 0)

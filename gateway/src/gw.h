@@ -9,6 +9,7 @@
 #include <stdbool.h>
 
 #include "config.h"
+#include "metrics.h"
 #include "module.h"
 #include "router.h"
 
@@ -35,10 +36,13 @@ struct gateway {
     struct gw_supervisor *supervisor;
     atomic_uint loops_running;  /* loop threads not yet finished */
     atomic_uint connections;    /* open client connections, all loops */
+    struct gw_module_metrics unrouted; /* requests no module took */
     atomic_bool stopping;
 };
 
 /* Wakes every loop to look at requests whose module process died. */
 void gw_notify_module_died(struct gateway *gw);
+/* Asks the supervisor for a zero-downtime restart of `m` (admin API). */
+void gw_request_restart(struct gateway *gw, struct gw_module *m);
 
 #endif

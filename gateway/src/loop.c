@@ -298,6 +298,8 @@ static void *loop_main(void *arg)
             start_drain(l);
         if (cmds & GW_CMD_DEATH)
             gw_proxy_module_died(l);
+        if (cmds & GW_CMD_PING)
+            atomic_fetch_add(&l->heartbeat, 1);
         if (l->draining) {
             if (l->nrequests == 0)
                 break;

@@ -19,7 +19,9 @@
 #include "list.h"
 #include "util.h"
 
-enum { GW_CMD_DEATH = 1, GW_CMD_DRAIN = 2 };
+/* GW_CMD_PING: answer by advancing `heartbeat` (the watchdog's proof that
+ * the loop still turns). */
+enum { GW_CMD_DEATH = 1, GW_CMD_DRAIN = 2, GW_CMD_PING = 4 };
 
 struct gw_loop {
     struct gateway *gw;
@@ -29,6 +31,7 @@ struct gw_loop {
     int epfd;
     int wakefd;                 /* eventfd: other threads' commands */
     atomic_uint commands;       /* GW_CMD_* bits */
+    atomic_uint_fast64_t heartbeat;
     struct MHD_Daemon *mhd;
     int mhd_fd;
     CURLM *multi;

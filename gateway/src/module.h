@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "metrics.h"
 
 enum gw_state {
     GW_STARTING,
@@ -36,6 +37,7 @@ enum gw_state {
 const char *gw_state_name(enum gw_state s);
 
 struct gw_module;
+struct probe;
 
 struct gw_incarnation {
     atomic_int refs;
@@ -52,6 +54,10 @@ struct gw_incarnation {
     /* Supervisor only. */
     int pidfd;
     int ready_fd;
+    struct probe *probe;        /* the probe in flight, if any */
+    unsigned probe_misses;      /* in a row */
+    uint64_t next_probe_ms;
+    bool draining;              /* replaced: stop once its requests are done */
     bool ready;
     bool kill_sent;             /* we SIGKILLed it; `cause` says why */
     bool stop_sent;             /* we asked it to stop (gateway shutdown) */
@@ -67,6 +73,7 @@ struct gw_module {
     char *log_path;
     int log_fd;                 /* supervisor's, O_APPEND; given to children */
     atomic_long active;         /* requests in flight */
+    struct gw_module_metrics metrics;
 
     pthread_mutex_t mu;         /* guards the fields below */
     struct gw_incarnation *serving; /* takes new requests; NULL when none */
@@ -86,6 +93,8 @@ struct gw_module {
     uint64_t ready_since_ms;
     uint64_t *restart_times;    /* ring of recent restart times (ms) */
     size_t nrestart_times;
+    struct gw_incarnation *replacing; /* an admin restart's new process, starting */
+    atomic_bool restart_requested;    /* set by the admin thread */
 };
 
 /* Takes a reference on the serving incarnation, or returns NULL and tells

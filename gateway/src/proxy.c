@@ -948,7 +948,9 @@ static void access_log(struct request *r, bool completed)
         if (cause == NULL)
             cause = "client_gone";
     }
-    double ms = (double)(mg__now_us() - r->start_us) / 1000.0;
+    uint64_t us = mg__now_us() - r->start_us;
+    double ms = (double)us / 1000.0;
+    gw_metrics_request(r->mod ? &r->mod->metrics : &l->gw->unrouted, status, us);
     char inc[16] = "-";
     if (r->incarnation > 0)
         snprintf(inc, sizeof(inc), "%u", r->incarnation);

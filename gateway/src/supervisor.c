@@ -4,7 +4,11 @@
  *   (spawn) -> starting --ready byte--> ready
  *   starting --exit / ready timeout--> restarting (after backoff) | failed
  *   ready --exit--> restarting | failed
+ *   ready --probes missed unhealthy_after times--> unhealthy --SIGKILL, exit--> restarting
  *   restarting --backoff over--> starting
+ *   failed --admin restart--> starting
+ *   ready --admin restart--> ready (a new incarnation starts beside the old
+ *         one, takes over once ready; the old one drains and stops)
  *   any --gateway stop--> stopping --exit--> stopped
  *
  * Every transition happens here, on the main thread, and is published to
@@ -31,6 +35,8 @@
 #include "logfile.h"
 #include "logtail.h"
 #include "loop.h"
+#include "notify.h"
+#include "prober.h"
 #include "spawner.h"
 
 extern char **environ;
@@ -45,7 +51,16 @@ struct gw_supervisor {
     char ***envs;                /* per module: the child's environment */
     bool stop_requested;
     struct gw_incarnation *live; /* every process not yet reaped */
+    struct gw_prober *prober;
+    /* systemd */
+    bool ready_sent;
+    char status[512];            /* the last STATUS= sent */
+    uint64_t next_watchdog_ms;
+    uint64_t *heartbeats;        /* per loop, at the last ping */
 };
+
+static void on_probe(void *ctx, struct gw_incarnation *inc, bool ok, uint64_t rtt_us,
+                     const char *why);
 
 static uint64_t watch_tag(struct gw_incarnation *inc, int kind)
 {
@@ -146,6 +161,13 @@ struct gw_supervisor *gw_supervisor_new(struct gateway *gw, char *err, size_t er
             return NULL;
         }
     }
+    s->prober = gw_prober_new(s->epfd, on_probe, s);
+    if (s->prober == NULL) {
+        snprintf(err, errlen, "cannot set up health probes");
+        gw_supervisor_free(s);
+        return NULL;
+    }
+    gw_notify_init();
     return s;
 }
 
@@ -193,16 +215,31 @@ static void log_failure(struct gw_supervisor *s, struct gw_module *m, const char
     free(tail);
 }
 
-static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m);
+static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m, bool replacement);
+
+static enum gw_restart_reason reason_of(const struct gw_incarnation *inc)
+{
+    if (inc->cause != NULL && strcmp(inc->cause, "hung") == 0)
+        return GW_RESTART_HUNG;
+    if (inc->cause != NULL && strcmp(inc->cause, "start_timeout") == 0)
+        return GW_RESTART_START_TIMEOUT;
+    if (!inc->ready)
+        return GW_RESTART_START_FAILED;
+    return inc->cause != NULL && strcmp(inc->cause, "exited") == 0 ? GW_RESTART_EXITED
+                                                                   : GW_RESTART_SIGNALED;
+}
 
 /* A start failed or a process died: restart after backoff, or give up. */
-static void schedule_restart(struct gw_supervisor *s, struct gw_module *m, uint64_t now)
+static void schedule_restart(struct gw_supervisor *s, struct gw_module *m, uint64_t now,
+                             enum gw_restart_reason why)
 {
     const struct gw_config *c = &s->gw->cfg;
     uint64_t window = (uint64_t)c->restart.window_s * 1000;
     /* Stayed ready for a whole window: the earlier failures are forgiven. */
-    if (m->ready_since_ms != 0 && now - m->ready_since_ms >= window)
+    if (m->ready_since_ms != 0 && now - m->ready_since_ms >= window) {
         m->backoff_ms = c->restart.backoff_initial_ms;
+        m->nrestart_times = 0;
+    }
     m->ready_since_ms = 0;
     size_t recent = 0;
     for (size_t i = 0; i < m->nrestart_times; i++)
@@ -219,6 +256,7 @@ static void schedule_restart(struct gw_supervisor *s, struct gw_module *m, uint6
                "until an admin restart", m->name, recent, c->restart.window_s);
         return;
     }
+    atomic_fetch_add(&m->metrics.restarts[why], 1);
     unsigned delay = m->backoff_ms;
     m->backoff_ms = m->backoff_ms > c->restart.backoff_max_ms / 2 ? c->restart.backoff_max_ms
                                                                     : m->backoff_ms * 2;
@@ -237,20 +275,22 @@ static void describe_exit(struct gw_incarnation *inc, const siginfo_t *si)
         if (inc->cause == NULL)
             inc->cause = "exited";
         snprintf(inc->death, sizeof(inc->death), "exited with code %d%s", si->si_status, before);
-    } else {
-        const char *abbrev = sigabbrev_np(si->si_status);
-        if (inc->cause == NULL)
-            inc->cause = "signaled";
-        char why[96] = "";
-        if (inc->kill_sent && strcmp(inc->cause, "start_timeout") == 0)
-            snprintf(why, sizeof(why), " after not being ready within %u ms",
-                     inc->mod->conf->ready_timeout_ms);
-        else if (inc->kill_sent && strcmp(inc->cause, "stopped") == 0)
-            snprintf(why, sizeof(why), " after not stopping within %u ms",
-                     inc->mod->conf->stop_timeout_ms);
-        snprintf(inc->death, sizeof(inc->death), "was killed by signal %d (SIG%s)%s%s",
-                 si->si_status, abbrev ? abbrev : "?", why, before);
+        return;
     }
+    const char *abbrev = sigabbrev_np(si->si_status);
+    if (inc->cause == NULL)
+        inc->cause = "signaled";
+    char why[96] = "";
+    if (inc->kill_sent && strcmp(inc->cause, "start_timeout") == 0)
+        snprintf(why, sizeof(why), " after not being ready within %u ms",
+                 inc->mod->conf->ready_timeout_ms);
+    else if (inc->kill_sent && strcmp(inc->cause, "hung") == 0)
+        snprintf(why, sizeof(why), " after %u missed health probes (hung)", inc->probe_misses);
+    else if (inc->kill_sent && strcmp(inc->cause, "stopped") == 0)
+        snprintf(why, sizeof(why), " after not stopping within %u ms",
+                 inc->mod->conf->stop_timeout_ms);
+    snprintf(inc->death, sizeof(inc->death), "was killed by signal %d (SIG%s)%s%s",
+             si->si_status, abbrev ? abbrev : "?", why, before);
 }
 
 static void unlink_live(struct gw_supervisor *s, struct gw_incarnation *inc)
@@ -268,6 +308,7 @@ static void on_exit_(struct gw_supervisor *s, struct gw_incarnation *inc)
     if (waitid(P_PIDFD, (id_t)inc->pidfd, &si, WEXITED | WNOHANG) != 0 || si.si_pid == 0)
         return; /* not yet (spurious wake-up) */
     struct gw_module *m = inc->mod;
+    gw_prober_cancel(s->prober, inc);
     describe_exit(inc, &si);
     atomic_store_explicit(&inc->dead, true, memory_order_release);
     unwatch_close(s, &inc->pidfd);
@@ -288,21 +329,43 @@ static void on_exit_(struct gw_supervisor *s, struct gw_incarnation *inc)
     /* Requests still on this process are answered now, with how it died. */
     gw_notify_module_died(s->gw);
 
-    if (was_current) {
+    char what[320];
+    snprintf(what, sizeof(what), "(incarnation %u, pid %d) %s", inc->number, (int)inc->pid,
+             inc->death);
+    if (inc == m->replacing) {
+        /* An admin restart whose new process did not make it: the old one
+         * never stopped serving. */
+        m->replacing = NULL;
+        char failed[400];
+        snprintf(failed, sizeof(failed), "%s: the admin restart failed, incarnation %u keeps "
+                 "serving", what, m->current ? m->current->number : 0);
+        log_failure(s, m, failed);
+    } else if (was_current) {
         m->current = NULL;
         if (st == GW_STOPPING) {
             set_state(m, GW_STOPPED);
             gw_log(GW_INFO, "module %s (incarnation %u, pid %d) stopped: %s", m->name,
                    inc->number, (int)inc->pid, inc->death);
         } else {
-            char what[320];
-            snprintf(what, sizeof(what), "(incarnation %u, pid %d) %s", inc->number,
-                     (int)inc->pid, inc->death);
             log_failure(s, m, what);
-            schedule_restart(s, m, mg__now_ms());
+            schedule_restart(s, m, mg__now_ms(), reason_of(inc));
         }
+    } else {
+        gw_log(GW_INFO, "module %s (incarnation %u, pid %d) stopped after being replaced: %s",
+               m->name, inc->number, (int)inc->pid, inc->death);
     }
     gw_incarnation_release(inc);
+}
+
+static void publish(struct gw_module *m, struct gw_incarnation *inc)
+{
+    pthread_mutex_lock(&m->mu);
+    m->serving = inc;
+    m->state = GW_READY;
+    m->retry_at_ms = 0;
+    m->pid = inc->pid;
+    m->started_at = inc->started_at;
+    pthread_mutex_unlock(&m->mu);
 }
 
 static void on_ready(struct gw_supervisor *s, struct gw_incarnation *inc)
@@ -312,22 +375,35 @@ static void on_ready(struct gw_supervisor *s, struct gw_incarnation *inc)
     if (n < 0 && errno == EINTR)
         return;
     unwatch_close(s, &inc->ready_fd);
-    if (n != 1 || inc->mod->current != inc)
-        return; /* closed without a word: the exit will tell why */
     struct gw_module *m = inc->mod;
+    if (n != 1 || (inc != m->current && inc != m->replacing))
+        return; /* closed without a word: the exit will tell why */
+    uint64_t now = mg__now_ms();
     inc->ready = true;
     inc->deadline_ms = 0;
-    m->ready_since_ms = mg__now_ms();
-    pthread_mutex_lock(&m->mu);
-    m->serving = inc;
-    m->state = GW_READY;
-    m->retry_at_ms = 0;
-    pthread_mutex_unlock(&m->mu);
+    inc->next_probe_ms = now + s->gw->cfg.health.period_ms;
+    m->ready_since_ms = now;
+    struct gw_incarnation *old = NULL;
+    if (inc == m->replacing) {
+        old = m->current;
+        m->current = inc;
+        m->replacing = NULL;
+    }
+    publish(m, inc);
     gw_log(GW_INFO, "module %s ready (incarnation %u, pid %d, socket %s)", m->name, inc->number,
            (int)inc->pid, inc->socket_path);
+    if (old != NULL) {
+        /* Zero-downtime restart: new requests already go to the new
+         * process; the old one finishes what it has, then stops. */
+        gw_prober_cancel(s->prober, old);
+        old->draining = true;
+        old->deadline_ms = now + m->conf->stop_timeout_ms;
+        gw_log(GW_INFO, "module %s: incarnation %u (pid %d) replaced, draining", m->name,
+               old->number, (int)old->pid);
+    }
 }
 
-static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m)
+static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m, bool replacement)
 {
     struct gateway *gw = s->gw;
     unsigned number = m->incarnations + 1;
@@ -366,22 +442,28 @@ static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m)
     uint64_t now = mg__now_ms();
     pthread_mutex_lock(&m->mu);
     m->incarnations = number;
-    m->state = GW_STARTING;
-    m->retry_at_ms = now + m->conf->ready_timeout_ms;
+    if (!replacement) {
+        m->state = GW_STARTING;
+        m->retry_at_ms = now + m->conf->ready_timeout_ms;
+    }
     pthread_mutex_unlock(&m->mu);
     if (fail != NULL) {
         if (pipefd[0] >= 0)
             close(pipefd[0]);
         char what[256];
-        snprintf(what, sizeof(what), "(incarnation %u) failed to start: %s%s%s", number, fail,
-                 err ? ": " : "", err ? strerror(err) : "");
-        pthread_mutex_lock(&m->mu);
-        snprintf(m->last_exit, sizeof(m->last_exit), "%s%s%s", fail, err ? ": " : "",
-                 err ? strerror(err) : "");
-        pthread_mutex_unlock(&m->mu);
+        snprintf(what, sizeof(what), "(incarnation %u) failed to start: %s%s%s%s", number, fail,
+                 err ? ": " : "", err ? strerror(err) : "",
+                 replacement ? "; the admin restart failed, the old incarnation keeps serving" : "");
+        if (!replacement) {
+            pthread_mutex_lock(&m->mu);
+            snprintf(m->last_exit, sizeof(m->last_exit), "%s%s%s", fail, err ? ": " : "",
+                     err ? strerror(err) : "");
+            pthread_mutex_unlock(&m->mu);
+        }
         log_failure(s, m, what);
         gw_incarnation_release(inc);
-        schedule_restart(s, m, now);
+        if (!replacement)
+            schedule_restart(s, m, now, GW_RESTART_START_FAILED);
         return;
     }
     inc->pid = pid;
@@ -396,21 +478,24 @@ static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m)
         gw_log(GW_ERROR, "module %s: cannot watch pid %d: %s", m->name, (int)pid, strerror(errno));
         kill(-pid, SIGKILL);
         waitpid(pid, NULL, 0);
-        if (inc->pidfd >= 0)
-            close(inc->pidfd);
-        inc->pidfd = -1;
+        unwatch_close(s, &inc->pidfd);
         unwatch_close(s, &inc->ready_fd);
         gw_incarnation_release(inc);
-        schedule_restart(s, m, now);
+        if (!replacement)
+            schedule_restart(s, m, now, GW_RESTART_START_FAILED);
         return;
     }
     inc->next_live = s->live;
     s->live = inc;
-    m->current = inc;
-    pthread_mutex_lock(&m->mu);
-    m->pid = pid;
-    m->started_at = inc->started_at;
-    pthread_mutex_unlock(&m->mu);
+    if (replacement) {
+        m->replacing = inc;
+    } else {
+        m->current = inc;
+        pthread_mutex_lock(&m->mu);
+        m->pid = pid;
+        m->started_at = inc->started_at;
+        pthread_mutex_unlock(&m->mu);
+    }
     module_log_line(m, "incarnation %u started, pid %d", number, (int)pid);
 }
 
@@ -428,15 +513,93 @@ static void kill_incarnation(struct gw_incarnation *inc, int sig, const char *ca
         pidfd_send_signal(inc->pidfd, sig, NULL, 0);
 }
 
+static void on_probe(void *ctx, struct gw_incarnation *inc, bool ok, uint64_t rtt_us,
+                     const char *why)
+{
+    struct gw_supervisor *s = ctx;
+    struct gw_module *m = inc->mod;
+    if (inc != m->current || inc->kill_sent || inc->stop_sent ||
+        atomic_load(&inc->dead))
+        return;
+    if (ok) {
+        inc->probe_misses = 0;
+        gw_histogram_observe(&m->metrics.probe, rtt_us);
+        pthread_mutex_lock(&m->mu);
+        m->last_probe_rtt_us = (int64_t)rtt_us;
+        pthread_mutex_unlock(&m->mu);
+        return;
+    }
+    unsigned limit = s->gw->cfg.health.unhealthy_after;
+    inc->probe_misses++;
+    gw_log(GW_WARN, "module %s (incarnation %u, pid %d): health probe failed: %s (%u of %u)",
+           m->name, inc->number, (int)inc->pid, why, inc->probe_misses, limit);
+    if (inc->probe_misses < limit)
+        return;
+    /* Hung: stop sending it requests, and kill it; its exit restarts it. */
+    pthread_mutex_lock(&m->mu);
+    m->state = GW_UNHEALTHY;
+    if (m->serving == inc)
+        m->serving = NULL;
+    m->retry_at_ms = mg__now_ms() + m->backoff_ms;
+    pthread_mutex_unlock(&m->mu);
+    gw_log(GW_ERROR, "module %s (incarnation %u, pid %d) is unhealthy after %u missed probes; "
+           "killing it", m->name, inc->number, (int)inc->pid, inc->probe_misses);
+    kill_incarnation(inc, SIGKILL, "hung");
+}
+
+static void admin_restart(struct gw_supervisor *s, struct gw_module *m)
+{
+    if (s->stop_requested || m->replacing != NULL)
+        return; /* stopping, or a restart is already on its way */
+    gw_log(GW_INFO, "module %s: admin restart", m->name);
+    atomic_fetch_add(&m->metrics.restarts[GW_RESTART_ADMIN], 1);
+    if (m->current != NULL) {
+        spawn_incarnation(s, m, true);
+        return;
+    }
+    /* Nothing running (failed, or waiting for its backoff): start afresh,
+     * with the failure history forgotten. */
+    m->restart_due_ms = 0;
+    m->nrestart_times = 0;
+    m->backoff_ms = s->gw->cfg.restart.backoff_initial_ms;
+    spawn_incarnation(s, m, false);
+}
+
+void gw_request_restart(struct gateway *gw, struct gw_module *m)
+{
+    atomic_store(&m->restart_requested, true);
+    gw_supervisor_wake(gw->supervisor);
+}
+
 /* Runs due deadlines; returns the next one (monotonic ms) or UINT64_MAX. */
 static uint64_t run_deadlines(struct gw_supervisor *s, uint64_t now)
 {
+    const struct gw_config *c = &s->gw->cfg;
     uint64_t next = UINT64_MAX;
     for (struct gw_incarnation *inc = s->live; inc != NULL; inc = inc->next_live) {
-        if (inc->deadline_ms == 0 || inc->kill_sent)
+        struct gw_module *m = inc->mod;
+        if (inc->draining && !inc->stop_sent) {
+            /* Replaced: stop once no request of ours is left on it. */
+            if (atomic_load(&inc->refs) <= 1 || now >= inc->deadline_ms) {
+                inc->stop_sent = true;
+                inc->deadline_ms = now + m->conf->stop_timeout_ms;
+                kill_incarnation(inc, SIGTERM, NULL);
+            } else if (now + 10 < next) {
+                next = now + 10;
+            }
+        }
+        if (inc->ready && inc == m->current && !inc->stop_sent && !inc->kill_sent &&
+            !s->stop_requested) {
+            if (inc->probe == NULL && now >= inc->next_probe_ms) {
+                gw_prober_start(s->prober, inc, c->health.probe_timeout_ms);
+                inc->next_probe_ms = now + c->health.period_ms;
+            }
+            if (inc->next_probe_ms < next)
+                next = inc->next_probe_ms;
+        }
+        if (inc->deadline_ms == 0 || inc->kill_sent || (inc->draining && !inc->stop_sent))
             continue;
         if (inc->deadline_ms <= now) {
-            struct gw_module *m = inc->mod;
             if (!inc->stop_sent) {
                 gw_log(GW_WARN, "module %s (incarnation %u, pid %d) not ready within %u ms; "
                        "killing it", m->name, inc->number, (int)inc->pid,
@@ -455,20 +618,22 @@ static uint64_t run_deadlines(struct gw_supervisor *s, uint64_t now)
         return next;
     for (size_t i = 0; i < s->gw->nmodules; i++) {
         struct gw_module *m = &s->gw->modules[i];
+        if (atomic_exchange(&m->restart_requested, false))
+            admin_restart(s, m);
         if (m->restart_due_ms == 0)
             continue;
         if (m->restart_due_ms <= now) {
             m->restart_due_ms = 0;
-            m->restart_times = realloc(m->restart_times,
-                                       (m->nrestart_times + 1) * sizeof(*m->restart_times));
-            if (m->restart_times != NULL)
+            uint64_t *times = realloc(m->restart_times,
+                                      (m->nrestart_times + 1) * sizeof(*m->restart_times));
+            if (times != NULL) {
+                m->restart_times = times;
                 m->restart_times[m->nrestart_times++] = now;
-            else
-                m->nrestart_times = 0;
+            }
             pthread_mutex_lock(&m->mu);
             m->restarts++;
             pthread_mutex_unlock(&m->mu);
-            spawn_incarnation(s, m);
+            spawn_incarnation(s, m, false);
         } else if (m->restart_due_ms < next) {
             next = m->restart_due_ms;
         }
@@ -492,22 +657,74 @@ static void reopen_logs(struct gw_supervisor *s)
     gw_log(GW_INFO, "SIGHUP: log files reopened");
 }
 
+/* Tells systemd (if it listens) how things are: READY=1 once every module
+ * is ready, STATUS= whenever the summary changes, WATCHDOG=1 while every
+ * loop still answers pings. */
+static void tell_systemd(struct gw_supervisor *s, uint64_t now)
+{
+    struct gateway *gw = s->gw;
+    char status[512];
+    size_t pos = 0, ready = 0;
+    for (size_t i = 0; i < gw->nmodules && pos < sizeof(status); i++) {
+        struct gw_module *m = &gw->modules[i];
+        pthread_mutex_lock(&m->mu);
+        enum gw_state st = m->state;
+        pthread_mutex_unlock(&m->mu);
+        ready += st == GW_READY;
+        pos += (size_t)snprintf(status + pos, sizeof(status) - pos, "%s%s %s", i ? ", " : "",
+                                m->name, gw_state_name(st));
+    }
+    if (strcmp(status, s->status) != 0) {
+        gw_notify("STATUS=%zu/%zu modules ready: %s", ready, gw->nmodules, status);
+        snprintf(s->status, sizeof(s->status), "%s", status);
+    }
+    if (!s->ready_sent && ready == gw->nmodules && gw->nloops > 0) {
+        gw_notify("READY=1");
+        s->ready_sent = true;
+    }
+    uint64_t every = gw_notify_watchdog_ms();
+    if (every > 0 && gw->nloops > 0 && now >= s->next_watchdog_ms) {
+        bool alive = true;
+        for (unsigned i = 0; i < gw->nloops; i++) {
+            uint64_t hb = atomic_load(&gw->loops[i]->heartbeat);
+            if (s->heartbeats != NULL && hb == s->heartbeats[i] && s->next_watchdog_ms != 0)
+                alive = false;
+            if (s->heartbeats != NULL)
+                s->heartbeats[i] = hb;
+            gw_loop_command(gw->loops[i], GW_CMD_PING);
+        }
+        if (alive)
+            gw_notify("WATCHDOG=1");
+        else
+            gw_log(GW_ERROR, "an event loop stopped answering; not feeding the watchdog");
+        s->next_watchdog_ms = now + every;
+    }
+}
+
 /* One round of waiting and dispatching. */
 static void run_once(struct gw_supervisor *s, int max_wait_ms)
 {
     uint64_t now = mg__now_ms();
     uint64_t next = run_deadlines(s, now);
+    uint64_t pnext = gw_prober_run(s->prober, now);
+    if (pnext < next)
+        next = pnext;
+    tell_systemd(s, now);
+    if (gw_notify_watchdog_ms() > 0 && s->next_watchdog_ms < next)
+        next = s->next_watchdog_ms;
     int timeout = max_wait_ms;
     if (next != UINT64_MAX) {
         uint64_t d = next > now ? next - now : 0;
         if (timeout < 0 || d < (uint64_t)timeout)
             timeout = (int)d;
     }
-    struct epoll_event evs[32];
-    int n = epoll_wait(s->epfd, evs, 32, timeout);
+    struct epoll_event evs[64];
+    int n = epoll_wait(s->epfd, evs, 64, timeout);
     for (int i = 0; i < n; i++) {
         uint64_t tag = evs[i].data.u64;
-        if (tag == W_SIGNAL) {
+        if (gw_prober_owns(tag)) {
+            gw_prober_event(s->prober, tag, evs[i].events);
+        } else if (tag == W_SIGNAL) {
             struct signalfd_siginfo si;
             while (read(s->sigfd, &si, sizeof(si)) == sizeof(si)) {
                 if (si.ssi_signo == SIGHUP) {
@@ -531,10 +748,12 @@ static void run_once(struct gw_supervisor *s, int max_wait_ms)
              * drop later events of the same round (epoll_ctl DEL above
              * ensures no new ones). */
             for (int j = i + 1; j < n; j++)
-                if ((evs[j].data.u64 & ~(uint64_t)7) == (tag & ~(uint64_t)7))
+                if (!gw_prober_owns(evs[j].data.u64) &&
+                    (evs[j].data.u64 & ~(uint64_t)7) == (tag & ~(uint64_t)7))
                     evs[j].data.u64 = W_WAKE;
         }
     }
+    gw_prober_run(s->prober, mg__now_ms());
 }
 
 static bool settled(struct gw_module *m)
@@ -550,7 +769,7 @@ int gw_supervisor_start_modules(struct gw_supervisor *s)
     struct gateway *gw = s->gw;
     for (size_t i = 0; i < gw->nmodules; i++) {
         gw->modules[i].backoff_ms = gw->cfg.restart.backoff_initial_ms;
-        spawn_incarnation(s, &gw->modules[i]);
+        spawn_incarnation(s, &gw->modules[i], false);
     }
     for (;;) {
         bool all = true;
@@ -571,8 +790,12 @@ static void stop_modules(struct gw_supervisor *s)
         set_state(m, m->current ? GW_STOPPING : GW_STOPPED);
     }
     for (struct gw_incarnation *inc = s->live; inc != NULL; inc = inc->next_live) {
+        gw_prober_cancel(s->prober, inc);
+        if (inc->stop_sent)
+            continue;
         inc->deadline_ms = now + inc->mod->conf->stop_timeout_ms;
         inc->stop_sent = true; /* the deadline now means "stop", not "ready" */
+        inc->draining = false;
         kill_incarnation(inc, SIGTERM, NULL);
     }
     while (s->live != NULL)
@@ -582,9 +805,11 @@ static void stop_modules(struct gw_supervisor *s)
 int gw_supervisor_run(struct gw_supervisor *s)
 {
     struct gateway *gw = s->gw;
+    s->heartbeats = calloc(gw->nloops ? gw->nloops : 1, sizeof(*s->heartbeats));
     while (!s->stop_requested)
         run_once(s, -1);
 
+    gw_notify("STOPPING=1");
     /* Stop accepting; let in-flight requests finish up to the largest stop
      * timeout, with the modules still running to answer them. */
     atomic_store(&gw->stopping, true);
@@ -605,6 +830,8 @@ void gw_supervisor_free(struct gw_supervisor *s)
     while (s->live != NULL) {
         struct gw_incarnation *inc = s->live;
         s->live = inc->next_live;
+        if (s->prober != NULL)
+            gw_prober_cancel(s->prober, inc);
         kill(-inc->pid, SIGKILL);
         if (inc->pidfd >= 0) {
             siginfo_t si;
@@ -616,6 +843,8 @@ void gw_supervisor_free(struct gw_supervisor *s)
         unlink(inc->socket_path);
         if (inc->mod->current == inc)
             inc->mod->current = NULL;
+        if (inc->mod->replacing == inc)
+            inc->mod->replacing = NULL;
         pthread_mutex_lock(&inc->mod->mu);
         if (inc->mod->serving == inc)
             inc->mod->serving = NULL;
@@ -623,10 +852,13 @@ void gw_supervisor_free(struct gw_supervisor *s)
         atomic_store(&inc->dead, true);
         gw_incarnation_release(inc);
     }
+    gw_prober_free(s->prober);
+    gw_notify_close();
     if (s->envs != NULL)
         for (size_t i = 0; i < s->gw->nmodules; i++)
             free(s->envs[i]);
     free(s->envs);
+    free(s->heartbeats);
     if (s->epfd >= 0)
         close(s->epfd);
     if (s->sigfd >= 0)
