@@ -1,8 +1,10 @@
 /*
  * flaky: a test module whose start-up hook misbehaves on request, through
  * its environment: FLAKY_MODE=fail (the hook fails), =slow (the hook
- * sleeps FLAKY_SLEEP_MS, default 10 s), anything else starts normally.
- *   GET /flaky/ok -> "ok\n"
+ * sleeps FLAKY_SLEEP_MS, default 10 s), anything else starts normally;
+ * FLAKY_FAIL_IF_EXISTS=PATH fails the start while PATH exists (so a test
+ * can make a later incarnation fail).
+ *   GET /flaky/ok -> "ok\n" (and its pid, to tell incarnations apart)
  */
 #include <modgate/module.h>
 
@@ -12,6 +14,11 @@
 
 static int init(void)
 {
+    const char *gate = getenv("FLAKY_FAIL_IF_EXISTS");
+    if (gate != NULL && access(gate, F_OK) == 0) {
+        mg_log(MG_LOG_ERROR, "flaky: refusing to start (%s exists)", gate);
+        return -1;
+    }
     const char *mode = getenv("FLAKY_MODE");
     if (mode != NULL && strcmp(mode, "fail") == 0) {
         mg_log(MG_LOG_ERROR, "flaky: refusing to start (FLAKY_MODE=fail)");
@@ -28,7 +35,7 @@ static int init(void)
 static int ok(mg_req *req, mg_res *res)
 {
     (void)req;
-    return mg_res_printf(res, 200, "text/plain", "ok\n");
+    return mg_res_printf(res, 200, "text/plain", "ok %d\n", (int)getpid());
 }
 
 MG_MODULE(flaky, MG_INIT(init), MG_GET("/flaky/ok", ok));

@@ -1,0 +1,585 @@
+/* Supervision and the admin API (SPEC §5, §6; issue 4), driven by chaos. */
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+TestSuite(supervision, .timeout = 120);
+
+static long ms_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+static void start(struct gwp *g, const char *cfg)
+{
+    cr_assert_eq(gwp_start(g, cfg, NULL), 0, "gateway did not start: %s", g->out);
+}
+
+static void finish(struct gwp *g)
+{
+    cr_expect_eq(gwp_stop(g), 0);
+    gwp_cleanup(g);
+}
+
+static json_t *module_info(const struct gwp *g, const char *name)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/-/modules/%s", name);
+    struct http_resp r;
+    cr_assert_eq(http_get(gwp_admin_url(g, path), &r), 0);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    json_t *j = json_loads(r.body, 0, NULL);
+    cr_assert_not_null(j, "%s", r.body);
+    http_free(&r);
+    return j;
+}
+
+static long jint(json_t *o, const char *key)
+{
+    return (long)json_integer_value(json_object_get(o, key));
+}
+
+static long status_of(const char *url)
+{
+    struct http_resp r;
+    long s = http_get(url, &r) == 0 ? r.status : -1;
+    http_free(&r);
+    return s;
+}
+
+/* Crashes chaos and waits until it serves again; returns the new pid. */
+static pid_t crash_and_wait(struct gwp *g)
+{
+    long s = status_of(gwp_url(g, "/chaos/crash"));
+    cr_assert_eq(s, 502, "crash answered %ld", s);
+    long deadline = ms_now() + 10000;
+    while (ms_now() < deadline) {
+        if (status_of(gwp_url(g, "/chaos/slow?ms=0")) == 200)
+            return gwp_module_pid(g, "chaos");
+        usleep(2000);
+    }
+    cr_assert_fail("chaos did not come back");
+    return 0;
+}
+
+Test(supervision, crash_comes_back_with_a_new_pid_and_incarnation)
+{
+    struct gwp g;
+    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    json_t *before = module_info(&g, "chaos");
+    cr_expect_str_eq(json_string_value(json_object_get(before, "state")), "ready");
+    cr_expect_eq(jint(before, "incarnation"), 1);
+    cr_expect_eq(jint(before, "restarts"), 0);
+    pid_t pid1 = (pid_t)jint(before, "pid");
+    pid_t pid2 = crash_and_wait(&g);
+    json_t *after = module_info(&g, "chaos");
+    cr_expect_neq(pid2, pid1);
+    cr_expect_eq(jint(after, "incarnation"), 2);
+    cr_expect_eq(jint(after, "restarts"), 1);
+    cr_expect_not_null(strstr(json_string_value(json_object_get(after, "last_exit")), "SIGABRT"));
+    cr_expect(process_dead(pid1));
+    json_decref(before);
+    json_decref(after);
+    cr_expect(gwp_wait_log(&g, "chaos.log", "incarnation 2 started", 2000));
+    finish(&g);
+}
+
+Test(supervision, a_hung_module_is_detected_and_restarted)
+{
+    struct gwp g;
+    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
+              " \"health\": {\"period_ms\": 100, \"probe_timeout_ms\": 100, \"unhealthy_after\": 3}}");
+    pid_t pid1 = gwp_module_pid(&g, "chaos");
+    struct http_req q = { .url = gwp_url(&g, "/chaos/hang"), .timeout_ms = 10000 };
+    struct http_resp r;
+    long t0 = ms_now();
+    cr_assert_eq(http_do(&q, &r), 0);
+    long took = ms_now() - t0;
+    cr_expect_eq(r.status, 502, "%s", r.body);
+    cr_expect_not_null(strstr(http_header(&r, "X-Modgate-Error"), "cause=hung"));
+    cr_expect_not_null(strstr(r.body, "missed health probes"), "%s", r.body);
+    cr_expect_lt(took, 3000, "hang noticed after %ld ms", took);
+    http_free(&r);
+    cr_assert(gwp_wait_state(&g, "chaos", "ready", 5000));
+    cr_expect_neq(gwp_module_pid(&g, "chaos"), pid1);
+    cr_expect(process_dead(pid1));
+    char *log = gwp_log(&g, "gateway.log");
+    cr_expect_not_null(strstr(log, "health probe failed"), "%s", log);
+    cr_expect_not_null(strstr(log, "is unhealthy after 3 missed probes"), "%s", log);
+    cr_expect_not_null(strstr(log, "hanging on request"), "the log tail is shown: %s", log);
+    free(log);
+    /* Other modules were not disturbed. */
+    cr_expect_eq(status_of(gwp_url(&g, "/hello/fine")), 200);
+    finish(&g);
+}
+
+Test(supervision, backoff_doubles_and_resets_after_the_window)
+{
+    struct gwp g;
+    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
+              " \"restart\": {\"backoff_initial_ms\": 50, \"backoff_max_ms\": 300,"
+              " \"max_restarts\": 100, \"window_s\": 2}}");
+    for (int i = 0; i < 4; i++)
+        crash_and_wait(&g);
+    char *log = gwp_log(&g, "gateway.log");
+    const char *p = log;
+    const char *want[] = { "restarting in 50 ms", "restarting in 100 ms", "restarting in 200 ms",
+                           "restarting in 300 ms" };
+    for (int i = 0; i < 4; i++) {
+        p = strstr(p, want[i]);
+        cr_assert_not_null(p, "want \"%s\" in order: %s", want[i], log);
+    }
+    free(log);
+    sleep(3); /* ready for longer than window_s */
+    crash_and_wait(&g);
+    log = gwp_log(&g, "gateway.log");
+    const char *last = NULL;
+    for (const char *q = log; (q = strstr(q, "restarting in")) != NULL; q++)
+        last = q;
+    cr_expect(last != NULL && strncmp(last, "restarting in 50 ms", 19) == 0, "reset: %s", last);
+    free(log);
+    finish(&g);
+}
+
+Test(supervision, failed_state_and_an_admin_restart_out_of_it)
+{
+    struct gwp g;
+    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
+              " \"restart\": {\"max_restarts\": 1, \"backoff_initial_ms\": 10}}");
+    crash_and_wait(&g);
+    cr_expect_eq(status_of(gwp_url(&g, "/chaos/crash")), 502);
+    cr_assert(gwp_wait_state(&g, "chaos", "failed", 3000));
+    cr_expect(gwp_wait_log(&g, "gateway.log", "giving up after 1 restarts", 1000));
+    json_t *j = module_info(&g, "chaos");
+    long inc = jint(j, "incarnation"), restarts = jint(j, "restarts");
+    json_decref(j);
+    cr_expect_eq(status_of(gwp_url(&g, "/chaos/slow?ms=0")), 503);
+
+    struct http_req q = { .method = "POST", .url = gwp_admin_url(&g, "/-/modules/chaos/restart") };
+    struct http_resp r;
+    cr_assert_eq(http_do(&q, &r), 0);
+    cr_expect_eq(r.status, 202, "%s", r.body);
+    http_free(&r);
+    cr_assert(gwp_wait_state(&g, "chaos", "ready", 5000));
+    cr_expect_eq(status_of(gwp_url(&g, "/chaos/slow?ms=0")), 200);
+    j = module_info(&g, "chaos");
+    cr_expect_eq(jint(j, "incarnation"), inc + 1);
+    cr_expect_eq(jint(j, "restarts"), restarts, "an admin restart is not a failure restart");
+    json_decref(j);
+    finish(&g);
+}
+
+struct load {
+    const char *url;
+    atomic_bool stop;
+    atomic_long ok, bad;
+    long last_bad;
+};
+
+static void *load_thread(void *arg)
+{
+    struct load *l = arg;
+    CURL *e = curl_easy_init();
+    FILE *devnull = fopen("/dev/null", "w");
+    curl_easy_setopt(e, CURLOPT_URL, l->url);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, devnull);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT, 10L);
+    while (!atomic_load(&l->stop)) {
+        long code = 0;
+        if (curl_easy_perform(e) == CURLE_OK)
+            curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &code);
+        if (code == 200) {
+            atomic_fetch_add(&l->ok, 1);
+        } else {
+            atomic_fetch_add(&l->bad, 1);
+            l->last_bad = code;
+        }
+    }
+    fclose(devnull);
+    curl_easy_cleanup(e);
+    return NULL;
+}
+
+Test(supervision, zero_downtime_admin_restart_under_load)
+{
+    struct gwp g;
+    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    struct load l = { .url = gwp_url(&g, "/chaos/slow?ms=30") };
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++)
+        pthread_create(&t[i], NULL, load_thread, &l);
+    usleep(200 * 1000);
+    for (int round = 0; round < 3; round++) {
+        pid_t old = gwp_module_pid(&g, "chaos");
+        struct http_req q = { .method = "POST",
+                              .url = gwp_admin_url(&g, "/-/modules/chaos/restart") };
+        struct http_resp r;
+        cr_assert_eq(http_do(&q, &r), 0);
+        cr_expect_eq(r.status, 202);
+        http_free(&r);
+        long deadline = ms_now() + 5000;
+        while (gwp_module_pid(&g, "chaos") == old && ms_now() < deadline)
+            usleep(10000);
+        cr_expect_neq(gwp_module_pid(&g, "chaos"), old);
+        /* The old process drains, then stops. */
+        while (!process_dead(old) && ms_now() < deadline + 5000)
+            usleep(10000);
+        cr_expect(process_dead(old), "incarnation with pid %d still alive", (int)old);
+        usleep(100 * 1000);
+    }
+    atomic_store(&l.stop, true);
+    for (int i = 0; i < 4; i++)
+        pthread_join(t[i], NULL);
+    cr_expect_gt(atomic_load(&l.ok), 20);
+    cr_expect_eq(atomic_load(&l.bad), 0, "%ld failed (last status %ld) of %ld",
+                 atomic_load(&l.bad), l.last_bad, atomic_load(&l.ok));
+    json_t *j = module_info(&g, "chaos");
+    cr_expect_eq(jint(j, "incarnation"), 4);
+    cr_expect_eq(jint(j, "restarts"), 0);
+    json_decref(j);
+    finish(&g);
+}
+
+Test(supervision, a_failed_admin_restart_leaves_the_old_incarnation_serving)
+{
+    char gate[] = "/tmp/mgt-gate-XXXXXX";
+    int fd = mkstemp(gate);
+    cr_assert_geq(fd, 0);
+    close(fd);
+    unlink(gate); /* absent: the first start succeeds */
+    char cfg[512];
+    snprintf(cfg, sizeof(cfg), "{\"modules\": {\"flaky\": {\"env\": {\"FLAKY_FAIL_IF_EXISTS\": \"%s\"}}}}",
+             gate);
+    struct gwp g;
+    cr_assert_eq(gwp_start_bin(&g, MODGATE_TESTGW, cfg, NULL), 0, "%s", g.out);
+    pid_t pid = gwp_module_pid(&g, "flaky");
+    fd = open(gate, O_CREAT | O_WRONLY, 0600); /* from now on, starts fail */
+    close(fd);
+    struct http_req q = { .method = "POST", .url = gwp_admin_url(&g, "/-/modules/flaky/restart") };
+    struct http_resp r;
+    cr_assert_eq(http_do(&q, &r), 0);
+    cr_expect_eq(r.status, 202);
+    http_free(&r);
+    cr_expect(gwp_wait_log(&g, "gateway.log", "the admin restart failed", 5000));
+    cr_expect_eq(gwp_module_pid(&g, "flaky"), pid);
+    cr_assert_eq(http_get(gwp_url(&g, "/flaky/ok"), &r), 0);
+    cr_expect_eq(r.status, 200);
+    char want[32];
+    snprintf(want, sizeof(want), "ok %d\n", (int)pid);
+    cr_expect_str_eq(r.body, want);
+    http_free(&r);
+    json_t *j = module_info(&g, "flaky");
+    cr_expect_str_eq(json_string_value(json_object_get(j, "state")), "ready");
+    json_decref(j);
+    unlink(gate);
+    finish(&g);
+}
+
+Test(supervision, other_modules_answer_during_a_crash_loop)
+{
+    struct gwp g;
+    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
+              " \"restart\": {\"backoff_initial_ms\": 5, \"backoff_max_ms\": 20,"
+              " \"max_restarts\": 100000, \"window_s\": 1}}");
+    struct load l = { .url = gwp_url(&g, "/hello/steady") };
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, load_thread, &l);
+    long end = ms_now() + 3000;
+    int crashes = 0;
+    while (ms_now() < end) {
+        if (status_of(gwp_url(&g, "/chaos/crash")) == 502)
+            crashes++;
+        usleep(50 * 1000);
+    }
+    atomic_store(&l.stop, true);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    cr_expect_gt(crashes, 10);
+    cr_expect_gt(atomic_load(&l.ok), 100);
+    cr_expect_eq(atomic_load(&l.bad), 0, "hello failed %ld times during %d crashes",
+                 atomic_load(&l.bad), crashes);
+    finish(&g);
+}
+
+static int count_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    int n = 0;
+    if (d == NULL)
+        return -1;
+    while (readdir(d) != NULL)
+        n++;
+    closedir(d);
+    return n - 2;
+}
+
+static int count_zombies(pid_t parent)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    int n = 0;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        char path[300];
+        snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+        char *s = read_file(path, NULL);
+        if (s == NULL)
+            continue;
+        const char *p = strrchr(s, ')');
+        char state = 0;
+        int ppid = 0;
+        if (p != NULL && sscanf(p + 2, "%c %d", &state, &ppid) == 2 && ppid == parent &&
+            state == 'Z')
+            n++;
+        free(s);
+    }
+    closedir(d);
+    return n;
+}
+
+static long rss_kb(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    char *s = read_file(path, NULL);
+    const char *v = s ? strstr(s, "VmRSS:") : NULL;
+    long kb = v ? atol(v + 6) : -1;
+    free(s);
+    return kb;
+}
+
+Test(supervision, nothing_leaks_over_a_thousand_restarts, .timeout = 600)
+{
+    struct gwp g;
+    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
+              " \"restart\": {\"backoff_initial_ms\": 1, \"backoff_max_ms\": 1,"
+              " \"max_restarts\": 1000000, \"window_s\": 1}}");
+    for (int i = 0; i < 30; i++) /* warm up: caches, pools, logs */
+        crash_and_wait(&g);
+    int fds0 = count_fds(g.pid);
+    long rss0 = rss_kb(g.pid);
+    for (int i = 0; i < 1000; i++)
+        crash_and_wait(&g);
+    int fds1 = count_fds(g.pid);
+    long rss1 = rss_kb(g.pid);
+    cr_expect_leq(fds1, fds0 + 2, "descriptors: %d before, %d after", fds0, fds1);
+    cr_expect_eq(count_zombies(g.pid), 0);
+#if !defined(__SANITIZE_ADDRESS__)
+    /* (Under AddressSanitizer freed memory sits in quarantine.) */
+    cr_expect_lt(rss1 - rss0, 4 * 1024, "RSS: %ld KiB before, %ld KiB after", rss0, rss1);
+#else
+    (void)rss0, (void)rss1;
+#endif
+    json_t *j = module_info(&g, "chaos");
+    cr_expect_eq(jint(j, "restarts"), 1030);
+    json_decref(j);
+    finish(&g);
+}
+
+/* Finds `name{labels}` in a Prometheus exposition; its value, or -1. */
+static double metric(const char *text, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *line = text; line && *line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+        if (strncmp(line, series, n) == 0 && line[n] == ' ')
+            return atof(line + n + 1);
+    return -1;
+}
+
+Test(supervision, metrics_are_prometheus_text_and_count)
+{
+    struct gwp g;
+    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
+              " \"health\": {\"period_ms\": 100}}");
+    for (int i = 0; i < 3; i++)
+        cr_expect_eq(status_of(gwp_url(&g, "/hello/m")), 200);
+    cr_expect_eq(status_of(gwp_url(&g, "/nothing")), 404);
+    crash_and_wait(&g);
+    usleep(300 * 1000); /* a few probes */
+    struct http_resp r;
+    cr_assert_eq(http_get(gwp_admin_url(&g, "/-/metrics"), &r), 0);
+    cr_expect_eq(r.status, 200);
+    cr_expect_not_null(strstr(http_header(&r, "Content-Type"), "text/plain"));
+    /* Every line is a comment or "name{labels} value". */
+    char *copy = strdup(r.body);
+    for (char *save, *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (line[0] == '#') {
+            cr_expect(strncmp(line, "# HELP ", 7) == 0 || strncmp(line, "# TYPE ", 7) == 0,
+                      "%s", line);
+            continue;
+        }
+        /* name, optional {labels}, one space, a number */
+        size_t nl = strspn(line, "abcdefghijklmnopqrstuvwxyz_");
+        cr_expect_gt(nl, 0, "bad line: %s", line);
+        const char *rest = line + nl;
+        if (*rest == '{') {
+            rest = strchr(rest, '}');
+            cr_assert_not_null(rest, "bad labels: %s", line);
+            rest++;
+        }
+        cr_expect_eq(*rest, ' ', "bad line: %s", line);
+        char *end;
+        strtod(rest + 1, &end);
+        cr_expect(end != rest + 1 && *end == '\0', "value of %s", line);
+    }
+    free(copy);
+    cr_expect_eq(metric(r.body, "modgate_requests_total{module=\"hello\",status=\"200\"}"), 3);
+    cr_expect_eq(metric(r.body, "modgate_requests_total{module=\"\",status=\"404\"}"), 1);
+    cr_expect_eq(metric(r.body, "modgate_module_restarts_total{module=\"chaos\",reason=\"signaled\"}"),
+                 1);
+    cr_expect_eq(metric(r.body, "modgate_module_up{module=\"chaos\"}"), 1);
+    cr_expect_geq(metric(r.body, "modgate_request_duration_seconds_count{module=\"hello\"}"), 3);
+    cr_expect_eq(metric(r.body, "modgate_request_duration_seconds_bucket{module=\"hello\",le=\"+Inf\"}"),
+                 metric(r.body, "modgate_request_duration_seconds_count{module=\"hello\"}"));
+    cr_expect_gt(metric(r.body, "modgate_probe_duration_seconds_count{module=\"hello\"}"), 0);
+    cr_expect_geq(metric(r.body, "modgate_requests_in_flight{module=\"hello\"}"), 0);
+    http_free(&r);
+    finish(&g);
+}
+
+Test(supervision, admin_api_modules_log_and_token)
+{
+    struct gwp g;
+    start(&g, "{\"admin_token\": \"s3cret\", \"modules\": {\"chaos\": {\"enabled\": true}}}");
+    struct http_resp r;
+    cr_assert_eq(http_get(gwp_admin_url(&g, "/-/modules"), &r), 0);
+    cr_expect_eq(r.status, 401);
+    http_free(&r);
+    cr_expect_eq(status_of(gwp_admin_url(&g, "/-/healthz")), 200, "healthz needs no token");
+    cr_expect_eq(status_of(gwp_admin_url(&g, "/-/readyz")), 200);
+    const char *bad[] = { "Authorization: Bearer wrong", NULL };
+    struct http_req q = { .url = gwp_admin_url(&g, "/-/modules"), .headers = bad };
+    cr_assert_eq(http_do(&q, &r), 0);
+    cr_expect_eq(r.status, 401);
+    http_free(&r);
+    const char *good[] = { "Authorization: Bearer s3cret", NULL };
+    q.headers = good;
+    cr_assert_eq(http_do(&q, &r), 0);
+    cr_expect_eq(r.status, 200);
+    json_t *arr = json_loads(r.body, 0, NULL);
+    cr_assert(json_is_array(arr), "%s", r.body);
+    cr_expect_eq(json_array_size(arr), 4);
+    json_t *m = json_array_get(arr, 0);
+    const char *keys[] = { "name", "state", "pid", "incarnation", "restarts", "started_at",
+                           "last_exit", "last_probe_rtt_ms", "active_requests", "log_file",
+                           "routes" };
+    for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+        cr_expect_not_null(json_object_get(m, keys[i]), "key %s", keys[i]);
+    json_decref(arr);
+    http_free(&r);
+
+    q.url = gwp_admin_url(&g, "/-/modules/nope");
+    cr_assert_eq(http_do(&q, &r), 0);
+    cr_expect_eq(r.status, 404);
+    http_free(&r);
+
+    cr_expect_eq(status_of(gwp_url(&g, "/chaos/log?lines=10")), 200);
+    cr_assert(gwp_wait_log(&g, "chaos.log", "chaos line 9", 2000));
+    q.url = gwp_admin_url(&g, "/-/modules/chaos/log?lines=3");
+    cr_assert_eq(http_do(&q, &r), 0);
+    cr_expect_eq(r.status, 200);
+    const char *l7 = strstr(r.body, "chaos line 7"), *l8 = strstr(r.body, "chaos line 8"),
+               *l9 = strstr(r.body, "chaos line 9");
+    cr_expect(l7 && l8 && l9 && l7 < l8 && l8 < l9, "%s", r.body);
+    cr_expect_null(strstr(r.body, "chaos line 6"), "%s", r.body);
+    http_free(&r);
+    finish(&g);
+}
+
+Test(supervision, sighup_reopens_log_files)
+{
+    struct gwp g;
+    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    char from[400], to[400];
+    const char *names[] = { "gateway.log", "access.log", "chaos.log" };
+    for (int i = 0; i < 3; i++) {
+        snprintf(from, sizeof(from), "%s/%s", g.logdir, names[i]);
+        snprintf(to, sizeof(to), "%s/%s.1", g.logdir, names[i]);
+        cr_assert_eq(rename(from, to), 0);
+    }
+    kill(g.pid, SIGHUP);
+    cr_expect(gwp_wait_log(&g, "gateway.log", "log files reopened", 3000));
+    usleep(200 * 1000); /* the children reopen theirs */
+    cr_expect_eq(status_of(gwp_url(&g, "/chaos/log?lines=1")), 200);
+    cr_expect(gwp_wait_log(&g, "chaos.log", "chaos line 0", 3000));
+    cr_expect(gwp_wait_log(&g, "access.log", "/chaos/log?lines=1", 3000));
+    finish(&g);
+}
+
+Test(supervision, systemd_notifications)
+{
+    char path[] = "/tmp/mgt-notify-XXXXXX";
+    int tmp = mkstemp(path);
+    close(tmp);
+    unlink(path);
+    int s = socket(AF_UNIX, SOCK_DGRAM, 0);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    strcpy(sa.sun_path, path);
+    cr_assert_eq(bind(s, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    setenv("NOTIFY_SOCKET", path, 1);
+    setenv("WATCHDOG_USEC", "200000", 1);
+    struct gwp g;
+    start(&g, NULL);
+    unsetenv("NOTIFY_SOCKET");
+    unsetenv("WATCHDOG_USEC");
+    bool ready = false, status = false, watchdog = false, stopping = false;
+    long deadline = ms_now() + 3000;
+    char msg[1024];
+    while (!(ready && status && watchdog) && ms_now() < deadline) {
+        struct timeval tv = { 0, 100000 };
+        setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+        ssize_t n = recv(s, msg, sizeof(msg) - 1, 0);
+        if (n <= 0)
+            continue;
+        msg[n] = '\0';
+        ready |= strcmp(msg, "READY=1") == 0;
+        status |= strncmp(msg, "STATUS=", 7) == 0 && strstr(msg, "hello ready") != NULL;
+        watchdog |= strcmp(msg, "WATCHDOG=1") == 0;
+    }
+    cr_expect(ready && status && watchdog, "ready %d status %d watchdog %d", ready, status,
+              watchdog);
+    /* The modules must not see the gateway's manager. */
+    pid_t child = gwp_module_pid(&g, "hello");
+    char envpath[64];
+    snprintf(envpath, sizeof(envpath), "/proc/%d/environ", (int)child);
+    size_t elen;
+    char *env = read_file(envpath, &elen);
+    bool leaked = false;
+    for (size_t off = 0; env && off < elen; off += strlen(env + off) + 1)
+        leaked |= strncmp(env + off, "NOTIFY_SOCKET=", 14) == 0;
+    cr_expect(!leaked, "NOTIFY_SOCKET was passed to a module");
+    free(env);
+    kill(g.pid, SIGTERM);
+    deadline = ms_now() + 5000;
+    while (!stopping && ms_now() < deadline) {
+        ssize_t n = recv(s, msg, sizeof(msg) - 1, 0);
+        if (n > 0) {
+            msg[n] = '\0';
+            stopping |= strcmp(msg, "STOPPING=1") == 0;
+        }
+    }
+    cr_expect(stopping);
+    cr_expect_eq(gwp_stop(&g), 0);
+    gwp_cleanup(&g);
+    close(s);
+    unlink(path);
+}
