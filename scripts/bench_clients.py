@@ -202,7 +202,11 @@ async def sse_main(a):
             batch.append(c)
             tasks.append(asyncio.create_task(
                 sse_client(c, a.port, request, deadline_s, a.read_timeout)))
+        t_batch = loop.time()
         await asyncio.gather(*(c.headers_done.wait() for c in batch))
+        if a.verbose:
+            log(f"batch {first // a.batch + 1}: {len(batch)} clients in "
+                f"{loop.time() - t_batch:.2f} s, {len(clients)} started")
     t_connected = loop.time()
     ramp_s = t_connected - t_start
     emit("ramp_s", f"{ramp_s:.2f}")
@@ -360,6 +364,7 @@ def main():
     s.add_argument("--batch", type=int, default=250)
     s.add_argument("--read-timeout", type=float, default=30.0)
     s.add_argument("--sample", action="append", default=[], metavar="NAME=PID")
+    s.add_argument("--verbose", action="store_true", help="log every batch on stderr")
     c = sub.add_parser("crash")
     c.add_argument("--port", type=int, required=True)
     c.add_argument("--rounds", type=int, default=5)
