@@ -10,7 +10,7 @@
       occurrences of "data: " it receives (no chunked decoding). While the
       streams are open, /proc/PID/status of every --sample process is read:
       before the first client, once all are connected, halfway through the
-      streams, and every 0.5 s for the peak.
+      streams, 1 s after the last one ended, and every 0.5 s for the peak.
 
   bench_clients.py crash --port P [--rounds R] [--backoff-ms B]
       Crash timings against a gateway with the chaos module enabled. Per
@@ -111,7 +111,7 @@ TERMINATOR = b"\r\n0\r\n\r\n"
 
 
 class Client:
-    __slots__ = ("status", "events", "error", "headers_done", "ended")
+    __slots__ = ("status", "events", "error", "headers_done", "ended", "body")
 
     def __init__(self):
         self.status = None
@@ -119,6 +119,7 @@ class Client:
         self.error = None
         self.headers_done = asyncio.Event()
         self.ended = False
+        self.body = None
 
 
 async def sse_client(c, port, request, deadline_s, read_timeout_s):
@@ -133,7 +134,18 @@ async def sse_client(c, port, request, deadline_s, read_timeout_s):
         c.status = int(status_line[1]) if len(status_line) > 1 else -1
         c.headers_done.set()
         if c.status != 200:
-            c.error = f"status {c.status}"
+            # What the gateway said: X-Modgate-Error groups alike failures,
+            # the start of the body is kept for one example.
+            cause = ""
+            for line in head.split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"x-modgate-error":
+                    cause = " (" + value.strip().decode(errors="replace") + ")"
+            c.error = f"status {c.status}{cause}"
+            try:
+                c.body = await asyncio.wait_for(reader.read(300), timeout=2)
+            except (asyncio.TimeoutError, OSError):
+                pass
             return
         tail = b""
         loop = asyncio.get_running_loop()
@@ -182,10 +194,17 @@ async def sse_main(a):
     t_start = loop.time()
     clients, tasks = [], []
     stop_polling = asyncio.Event()
+    peak_open = [0, 0.0]                      # most streams open at once, when
+
+    def open_streams():
+        return sum(1 for c, t in zip(clients, tasks) if c.status == 200 and not t.done())
 
     async def poller():
         while not stop_polling.is_set():
             sampler.poll()
+            n = open_streams()
+            if n > peak_open[0]:
+                peak_open[:] = [n, loop.time() - t_start]
             try:
                 await asyncio.wait_for(stop_polling.wait(), 0.5)
             except asyncio.TimeoutError:
@@ -194,6 +213,7 @@ async def sse_main(a):
     poll_task = asyncio.create_task(poller())
 
     # Ramp up: one batch at a time, each waiting for its response headers.
+    batch_times = []                          # (seconds, clients started after it)
     for first in range(0, a.clients, a.batch):
         batch = []
         for _ in range(first, min(first + a.batch, a.clients)):
@@ -204,13 +224,16 @@ async def sse_main(a):
                 sse_client(c, a.port, request, deadline_s, a.read_timeout)))
         t_batch = loop.time()
         await asyncio.gather(*(c.headers_done.wait() for c in batch))
+        batch_times.append((loop.time() - t_batch, len(clients)))
         if a.verbose:
             log(f"batch {first // a.batch + 1}: {len(batch)} clients in "
                 f"{loop.time() - t_batch:.2f} s, {len(clients)} started")
     t_connected = loop.time()
     ramp_s = t_connected - t_start
     emit("ramp_s", f"{ramp_s:.2f}")
-    open_now = sum(1 for c in clients if c.status == 200 and c.error is None and not c.ended)
+    emit("batch_size", a.batch)
+    emit("slowest_batches", " ".join(f"{t:.2f}s@{n}" for t, n in sorted(batch_times)[::-1][:3]))
+    open_now = open_streams()
     emit("open_after_ramp", open_now)
     log(f"{len(clients)} clients started in {ramp_s:.1f} s, {open_now} streams open")
     sampler.sample("connected")
@@ -220,15 +243,17 @@ async def sse_main(a):
     half_at = t_start + stream_s / 2 + ramp_s / 2
     if half_at > loop.time():
         await asyncio.sleep(half_at - loop.time())
-    open_now = sum(1 for c, t in zip(clients, tasks)
-                   if c.status == 200 and not t.done())
-    emit("open_at_half", open_now)
+    emit("open_at_half", open_streams())
     sampler.sample("half")
 
     await asyncio.gather(*tasks)
     stop_polling.set()
     await poll_task
     emit("elapsed_s", f"{loop.time() - t_start:.2f}")
+    await asyncio.sleep(1)
+    sampler.sample("after")
+    emit("peak_open", peak_open[0])
+    emit("peak_open_at_s", f"{peak_open[1]:.1f}")
 
     complete = sum(1 for c in clients if c.status == 200 and c.events == a.events)
     emit("started", len(clients))
@@ -241,11 +266,12 @@ async def sse_main(a):
         emit("incomplete_event_counts",
              ",".join(f"{k}x{v}" for k, v in sorted(collections.Counter(short).items())))
     errors = collections.Counter(c.error for c in clients if c.error)
-    statuses = collections.Counter(c.status for c in clients if c.status not in (None, 200))
-    for s, n in statuses.items():
-        errors[f"status {s}"] = max(errors.get(f"status {s}", 0), n)
     if errors:
         emit("errors", "; ".join(f"{n}x {e}" for e, n in errors.most_common(8)))
+    example = next((c.body for c in clients if c.body), None)
+    if example:
+        emit("error_body_example", example.decode(errors="replace").replace("\r", "")
+             .replace("\n", " ")[:200])
     sampler.emit_peaks()
     return 0 if any(c.status is not None for c in clients) else 1
 

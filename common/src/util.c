@@ -6,6 +6,27 @@
 #include <string.h>
 #include <time.h>
 
+void mg__timestamp_cached(struct mg_ts_cache *c, char buf[32])
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    if (ts.tv_sec != c->sec) {
+        struct tm tm;
+        gmtime_r(&ts.tv_sec, &tm);
+        strftime(c->prefix, sizeof(c->prefix), "%Y-%m-%dT%H:%M:%S", &tm);
+        c->sec = ts.tv_sec;
+    }
+    int ms = (int)(ts.tv_nsec / 1000000L);
+    size_t n = strlen(c->prefix);
+    memcpy(buf, c->prefix, n);
+    buf[n] = '.';
+    buf[n + 1] = (char)('0' + ms / 100);
+    buf[n + 2] = (char)('0' + ms / 10 % 10);
+    buf[n + 3] = (char)('0' + ms % 10);
+    buf[n + 4] = 'Z';
+    buf[n + 5] = '\0';
+}
+
 uint64_t mg__now_ms(void)
 {
     struct timespec ts;

@@ -17,6 +17,14 @@ uint64_t mg__now_us(void);
 /* Writes "2026-11-22T18:13:27.123Z" (24 chars + NUL) into buf[32]. */
 void mg__timestamp(char buf[32]);
 
+/* The same, formatting the date and time only when the second changes
+ * (for per-request lines). The cache belongs to one thread. */
+struct mg_ts_cache {
+    long sec;
+    char prefix[24]; /* "2026-11-22T18:13:27" */
+};
+void mg__timestamp_cached(struct mg_ts_cache *c, char buf[32]);
+
 /* A growable byte buffer that refuses to grow past `max` (curl's dynbuf
  * shape): appends fail with -1 instead of truncating. */
 struct mg_buf {

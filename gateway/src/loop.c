@@ -125,7 +125,10 @@ struct gw_loop *gw_loop_new(struct gateway *gw, unsigned index, char *err, size_
     curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, 512L);
 
     const struct gw_config *c = &gw->cfg;
-    size_t pool = 2 * (size_t)c->limits.max_header_bytes + 16 * 1024;
+    /* The connection's memory pool holds the request head; libmicrohttpd
+     * zeroes all of it for every keep-alive request, so it is no bigger
+     * than max_header_bytes needs. */
+    size_t pool = (size_t)c->limits.max_header_bytes + 16 * 1024;
     if (pool < 32 * 1024)
         pool = 32 * 1024;
     /* The limit is global (the loops share the listen socket unevenly):

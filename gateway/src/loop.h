@@ -52,6 +52,7 @@ struct gw_loop {
     size_t neasy, capeasy;
 
     struct mg_buf access_buf;   /* access-log lines not yet written */
+    struct mg_ts_cache ts_cache;
     uint64_t rng[2];
 
     bool draining;

@@ -134,6 +134,7 @@ struct gw_supervisor *gw_supervisor_new(struct gateway *gw, char *err, size_t er
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGCHLD);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     s->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
@@ -302,10 +303,14 @@ static void unlink_live(struct gw_supervisor *s, struct gw_incarnation *inc)
         }
 }
 
+/* Reaps `inc` if it has exited: through its pidfd where the kernel has
+ * them, else by pid (SIGCHLD tells us when to look). */
 static void on_exit_(struct gw_supervisor *s, struct gw_incarnation *inc)
 {
     siginfo_t si = { 0 };
-    if (waitid(P_PIDFD, (id_t)inc->pidfd, &si, WEXITED | WNOHANG) != 0 || si.si_pid == 0)
+    int rc = inc->pidfd >= 0 ? waitid(P_PIDFD, (id_t)inc->pidfd, &si, WEXITED | WNOHANG)
+                             : waitid(P_PID, (id_t)inc->pid, &si, WEXITED | WNOHANG);
+    if (rc != 0 || si.si_pid == 0)
         return; /* not yet (spurious wake-up) */
     struct gw_module *m = inc->mod;
     gw_prober_cancel(s->prober, inc);
@@ -471,8 +476,10 @@ static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m, bool
     inc->started_ms = now;
     inc->started_at = time(NULL);
     inc->deadline_ms = now + m->conf->ready_timeout_ms;
+    /* A pidfd makes the exit an event of its own; without one (kernels
+     * before 5.3, valgrind) SIGCHLD does the job. */
     inc->pidfd = pidfd_open(pid, 0);
-    if (inc->pidfd < 0 || watch(s, inc->pidfd, watch_tag(inc, W_PID)) != 0 ||
+    if ((inc->pidfd >= 0 && watch(s, inc->pidfd, watch_tag(inc, W_PID)) != 0) ||
         watch(s, inc->ready_fd, watch_tag(inc, W_READY)) != 0) {
         /* Without a pidfd we cannot watch it: do not leave it running. */
         gw_log(GW_ERROR, "module %s: cannot watch pid %d: %s", m->name, (int)pid, strerror(errno));
@@ -501,7 +508,7 @@ static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m, bool
 
 static void kill_incarnation(struct gw_incarnation *inc, int sig, const char *cause)
 {
-    if (inc->pidfd < 0)
+    if (atomic_load(&inc->dead))
         return;
     if (sig == SIGKILL) {
         inc->kill_sent = true;
@@ -509,7 +516,7 @@ static void kill_incarnation(struct gw_incarnation *inc, int sig, const char *ca
             inc->cause = cause;
     }
     /* The whole process group: a module's own children go too. */
-    if (kill(-inc->pid, sig) != 0)
+    if (kill(-inc->pid, sig) != 0 && inc->pidfd >= 0)
         pidfd_send_signal(inc->pidfd, sig, NULL, 0);
 }
 
@@ -729,6 +736,14 @@ static void run_once(struct gw_supervisor *s, int max_wait_ms)
             while (read(s->sigfd, &si, sizeof(si)) == sizeof(si)) {
                 if (si.ssi_signo == SIGHUP) {
                     reopen_logs(s);
+                } else if (si.ssi_signo == SIGCHLD) {
+                    /* Signals merge: look at every process without a
+                     * pidfd (those with one get their own event). */
+                    for (struct gw_incarnation *inc = s->live, *nx; inc != NULL; inc = nx) {
+                        nx = inc->next_live;
+                        if (inc->pidfd < 0)
+                            on_exit_(s, inc);
+                    }
                 } else if (!s->stop_requested) {
                     gw_log(GW_INFO, "%s received: stopping", sigabbrev_np((int)si.ssi_signo));
                     s->stop_requested = true;
@@ -833,11 +848,10 @@ void gw_supervisor_free(struct gw_supervisor *s)
         if (s->prober != NULL)
             gw_prober_cancel(s->prober, inc);
         kill(-inc->pid, SIGKILL);
-        if (inc->pidfd >= 0) {
-            siginfo_t si;
-            waitid(P_PIDFD, (id_t)inc->pidfd, &si, WEXITED);
+        siginfo_t si;
+        waitid(P_PID, (id_t)inc->pid, &si, WEXITED);
+        if (inc->pidfd >= 0)
             close(inc->pidfd);
-        }
         if (inc->ready_fd >= 0)
             close(inc->ready_fd);
         unlink(inc->socket_path);
