@@ -78,16 +78,19 @@ static int mkdir_p(const char *path)
     return rc;
 }
 
-static void raise_fd_limit(unsigned max_connections)
+/* Raises the descriptor limit to what max_connections needs (a client
+ * socket and a module connection each, plus a margin), and lowers
+ * max_connections where the system will not allow that many: refusing a
+ * connection beats accepting one we cannot forward. */
+static void fit_fd_limit(struct gw_config *c)
 {
-    /* Each client needs a descriptor and so does its module connection,
-     * plus a margin for logs, sockets of idle module connections, epoll. */
-    rlim_t want = (rlim_t)max_connections * 2 + 4096;
+    const rlim_t margin = 1024;
+    rlim_t want = (rlim_t)c->limits.max_connections * 2 + margin;
     struct rlimit rl;
     if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
         return;
     if (rl.rlim_max != RLIM_INFINITY && rl.rlim_max < want) {
-        struct rlimit more = { want, want }; /* works where we may raise the hard limit */
+        struct rlimit more = { want, want }; /* where we may raise the hard limit */
         if (setrlimit(RLIMIT_NOFILE, &more) == 0)
             return;
     }
@@ -96,10 +99,13 @@ static void raise_fd_limit(unsigned max_connections)
         setrlimit(RLIMIT_NOFILE, &rl);
     }
     getrlimit(RLIMIT_NOFILE, &rl);
-    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want)
-        fprintf(stderr, "modgate: warning: the descriptor limit (%llu) is below what %u "
-                "connections need (%llu)\n", (unsigned long long)rl.rlim_cur,
-                max_connections, (unsigned long long)want);
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < want) {
+        unsigned fit = rl.rlim_cur > 2 * margin ? (unsigned)((rl.rlim_cur - margin) / 2) : 64;
+        fprintf(stderr, "modgate: warning: the descriptor limit (%llu) allows %u connections, "
+                "not limits.max_connections %u; using %u\n", (unsigned long long)rl.rlim_cur,
+                fit, c->limits.max_connections, fit);
+        c->limits.max_connections = fit;
+    }
 }
 
 static char *path_join(const char *dir, const char *name)
@@ -337,7 +343,7 @@ int mg_gateway_main(int argc, char **argv)
         return 1;
     }
 
-    raise_fd_limit(gw.cfg.limits.max_connections);
+    fit_fd_limit(&gw.cfg);
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int exit_code = 1;
 

@@ -12,6 +12,7 @@
 #include "loop.h"
 
 #include <errno.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -303,6 +304,13 @@ static void *loop_main(void *arg)
             gw_proxy_module_died(l);
         if (cmds & GW_CMD_PING)
             atomic_fetch_add(&l->heartbeat, 1);
+        /* After a burst (thousands of streams), give the memory back. */
+        if (l->nrequests > l->peak_requests)
+            l->peak_requests = l->nrequests;
+        if (l->nrequests == 0 && l->peak_requests >= 1024) {
+            malloc_trim(0);
+            l->peak_requests = 0;
+        }
         if (l->draining) {
             if (l->nrequests == 0)
                 break;

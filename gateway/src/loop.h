@@ -44,6 +44,7 @@ struct gw_loop {
     struct gw_link death_waiters; /* upstream broke; waiting to learn how the module died */
     struct gw_link unpauses;      /* transfers to unpause after MHD_run */
     size_t nrequests;
+    size_t peak_requests;       /* since the last malloc_trim */
 
     void **by_fd;               /* client socket -> its current request */
     size_t nby_fd;

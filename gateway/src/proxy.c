@@ -25,6 +25,7 @@
 #include "tunnel.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -200,6 +201,11 @@ void gw_req_finish_failure(struct request *r)
     } else if (inc != NULL && atomic_load_explicit(&inc->dead, memory_order_acquire)) {
         cause = inc->cause;
         snprintf(msg, sizeof(msg), "module %s %s", r->mod->name, inc->death);
+    } else if (r->os_errno == EMFILE || r->os_errno == ENFILE) {
+        /* Our own limit, not the module's fault: say so (503, retry). */
+        cause = "overloaded";
+        snprintf(msg, sizeof(msg), "the gateway is out of file descriptors");
+        r->local_status = 503;
     } else if (r->result == CURLE_COULDNT_CONNECT) {
         cause = "refused";
         snprintf(msg, sizeof(msg), "module %s refused the connection", r->mod->name);
@@ -387,8 +393,16 @@ static CURL *easy_get(struct gw_loop *l)
     return e;
 }
 
+/* Idle easy handles kept per loop: enough for the usual concurrency, not a
+ * burst's worth (each holds a receive buffer). */
+#define EASY_POOL_MAX 256
+
 static void easy_put(struct gw_loop *l, CURL *e)
 {
+    if (l->neasy >= EASY_POOL_MAX) {
+        curl_easy_cleanup(e);
+        return;
+    }
     if (l->neasy == l->capeasy) {
         size_t cap = l->capeasy ? l->capeasy * 2 : 64;
         CURL **p = realloc(l->easy_pool, cap * sizeof(*p));
@@ -560,6 +574,11 @@ void gw_proxy_transfer_done(struct gw_loop *l, CURL *easy, CURLcode result)
     if (r == NULL)
         return;
     r->result = result;
+    if (result != CURLE_OK) {
+        long os_errno = 0;
+        curl_easy_getinfo(easy, CURLINFO_OS_ERRNO, &os_errno);
+        r->os_errno = (int)os_errno;
+    }
     if (result != CURLE_OK || !r->headers_done) {
         if (result == CURLE_OK)
             r->result = CURLE_GOT_NOTHING;

@@ -78,6 +78,7 @@ struct request {
     bool write_paused;
     bool upstream_done, upstream_failed, failure_known;
     CURLcode result;
+    int os_errno;                  /* errno behind a failed transfer, if any */
     char *tail;                    /* error text ending a cut stream */
     size_t tail_len, tail_off;
     struct MHD_Response *stream_response; /* kept to add the error trailer */

@@ -101,6 +101,7 @@ int gw_tunnel_start(struct request *r)
     snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", r->inc->socket_path);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        r->os_errno = errno;
         if (fd >= 0)
             close(fd);
         /* A module that is gone refuses; say how it died if it did. */
