@@ -22,6 +22,9 @@ Every request carries X-Request-Id: chaos-TARGET-CONN-N (crasher:
 chaos-crash-N), which the gateway keeps, so a hung or failed request can be
 found in access.log and gateway.log.
 
+The first answers from hello or chaos that took 250 ms or more are listed
+too (slow), with their request ids.
+
 With --sample-pid, the descriptor count and VmRSS of that process are
 sampled every 5 s (a leak shows as a trend, a pool as a step).
 
@@ -37,6 +40,7 @@ import sys
 import time
 
 HOST = "127.0.0.1"
+SLOW_S = 0.25          # a hello or chaos answer this late is listed as slow
 
 EXPECTED_BODY = {
     "hello": b"hello x\n",
@@ -174,20 +178,25 @@ class Stats:
 
 class Events:
     """The first few notable events (hung, errors, bad bodies, non-200 from
-    hello), with their time since the start and the request id."""
+    hello), at most per_kind of each target and kind, with their time since
+    the start and the request id."""
 
-    def __init__(self, limit, t0):
+    def __init__(self, limit, t0, per_kind=8):
         self.limit = limit
+        self.per_kind = per_kind
         self.t0 = t0
         self.lines = []
+        self.shown = collections.Counter()
         self.dropped = collections.Counter()
 
     def add(self, kind, target, rid, detail=""):
-        if len(self.lines) < self.limit:
+        key = f"{target} {kind}"
+        if len(self.lines) < self.limit and self.shown[key] < self.per_kind:
+            self.shown[key] += 1
             t = time.monotonic() - self.t0
             self.lines.append(f"t={t:.3f}s {target} {kind} id={rid} {detail}".rstrip())
         else:
-            self.dropped[kind] += 1
+            self.dropped[key] += 1
 
 
 # ---------------------------------------------------------------- client --
@@ -222,7 +231,7 @@ async def one_request(conn, st, request):
     return status, body, close
 
 
-async def worker(target, idx, deadline, timeout, st, events):
+async def worker(target, idx, deadline, timeout, st, events, slow):
     path = PATHS[target]
     expected = EXPECTED_BODY[target]
     conn = Conn()
@@ -256,7 +265,10 @@ async def worker(target, idx, deadline, timeout, st, events):
                 await asyncio.sleep(min(0.01 * failures_in_row, 0.2))
             continue
         failures_in_row = 0
-        st.latencies.append(time.monotonic() - t)
+        took = time.monotonic() - t
+        st.latencies.append(took)
+        if took >= SLOW_S:
+            slow.add("slow", target, rid, f"{1000 * took:.0f}ms status={status}")
         st.status[status] += 1
         conn.used += 1
         if status == 200:
@@ -374,7 +386,10 @@ async def main_async(a):
     PORT = a.port
     t0 = time.monotonic()
     deadline = t0 + a.duration
+    emit("start_utc", time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+         + f".{int(time.time() * 1000) % 1000:03d}Z")
     events = Events(a.max_events, t0)
+    slow = Events(a.max_events, t0)     # answered, but after SLOW_S or more
     stats = {"hello": Stats(), "chaos": Stats(), "crash": Stats()}
     n_hello = (a.connections + 1) // 2
     n_chaos = a.connections - n_hello
@@ -388,7 +403,7 @@ async def main_async(a):
     for i in range(a.connections):
         target = "hello" if i < n_hello else "chaos"
         workers.append(asyncio.create_task(
-            worker(target, i, deadline, a.timeout, stats[target], events)))
+            worker(target, i, deadline, a.timeout, stats[target], events, slow)))
     crashes = 0
     if a.crash_interval_ms > 0:
         crashes = await crasher(deadline, a.crash_interval_ms / 1000.0, a.timeout,
@@ -409,7 +424,10 @@ async def main_async(a):
         emit("event", line)
     if events.dropped:
         emit("events_not_shown",
-             " ".join(f"{k}={n}" for k, n in events.dropped.most_common()))
+             ", ".join(f"{k} {n}" for k, n in events.dropped.most_common()))
+    for line in slow.lines:
+        emit("slow", line)
+    emit("slow_count", len(slow.lines) + sum(slow.dropped.values()))
     total = sum(st.requests for st in stats.values())
     answered = sum(sum(st.status.values()) for st in stats.values())
     log(f"{total} requests in {elapsed:.1f} s, {answered} answered")
