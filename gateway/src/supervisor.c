@@ -47,7 +47,8 @@ enum { W_PID = 1, W_READY = 2 };
 struct gw_supervisor {
     struct gateway *gw;
     int epfd, sigfd, wakefd;
-    char exe_name[256];
+    char exe_name[256];          /* argv[0] of children */
+    char child_exe[4200];        /* what children run */
     char ***envs;                /* per module: the child's environment */
     bool stop_requested;
     struct gw_incarnation *live; /* every process not yet reaped */
@@ -147,8 +148,15 @@ struct gw_supervisor *gw_supervisor_new(struct gateway *gw, char *err, size_t er
     char self[4096];
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
     self[n > 0 ? n : 0] = '\0';
-    const char *base = strrchr(self, '/');
+    /* Children run the module runner built beside the gateway (the same
+     * modules without libcurl), else the gateway itself with --module. */
+    snprintf(s->child_exe, sizeof(s->child_exe), "%s-module", self);
+    if (n <= 0 || access(s->child_exe, X_OK) != 0)
+        snprintf(s->child_exe, sizeof(s->child_exe), "/proc/self/exe");
+    const char *runner = strcmp(s->child_exe, "/proc/self/exe") == 0 ? self : s->child_exe;
+    const char *base = strrchr(runner, '/');
     snprintf(s->exe_name, sizeof(s->exe_name), "%s", base ? base + 1 : "modgate");
+    gw_log(GW_INFO, "module processes run %s", s->child_exe);
     s->envs = calloc(gw->nmodules ? gw->nmodules : 1, sizeof(char **));
     if (s->envs == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -433,7 +441,7 @@ static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m, bool
         char *argv[] = { s->exe_name, "--module", m->name, "--listen", listen, "--ready-fd", "3",
                          "--parent-pid", ppid, "--log-file", m->log_path, "--max-body-bytes",
                          maxbody, NULL };
-        struct gw_spawn sp = { .path = "/proc/self/exe", .argv = argv,
+        struct gw_spawn sp = { .path = s->child_exe, .argv = argv,
                                .envp = s->envs[m - gw->modules], .out_fd = m->log_fd,
                                .notify_fd = pipefd[1] };
         int rc = gw_spawn(&sp, &pid);
