@@ -322,7 +322,9 @@ enum MHD_Result mg__stream_start(struct mg_req *req, mg_stream_fn fn)
         pthread_mutex_lock(&s->mu);
         s->refs++;
         pthread_mutex_unlock(&s->mu);
-        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, HIGH_WATER, stream_reader, s,
+        /* Chunked: MHD fills the connection's own buffer, so the response's
+         * block (allocated and zeroed per response) can be tiny. */
+        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64, stream_reader, s,
                                               stream_response_freed);
         if (r == NULL)
             stream_unref(s);

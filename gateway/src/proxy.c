@@ -51,7 +51,7 @@ int gw_bytes_append(struct bytes *b, const void *data, size_t len, size_t max)
         b->off = 0;
     }
     if (b->len + len > b->cap) {
-        size_t cap = b->cap ? b->cap : 4096;
+        size_t cap = b->cap ? b->cap : 1024;
         while (cap < b->len + len)
             cap *= 2;
         if (cap > max && max >= b->len + len)
@@ -690,7 +690,7 @@ static enum MHD_Result queue_answer(struct request *r)
         status = r->status;
         if (strcmp(r->method, "HEAD") == 0 && r->resp_len > 0) {
             /* Keep the module's Content-Length: MHD sends only headers. */
-            resp = MHD_create_response_from_callback((uint64_t)r->resp_len, 4096, no_body_reader,
+            resp = MHD_create_response_from_callback((uint64_t)r->resp_len, 64, no_body_reader,
                                                      NULL, NULL);
         } else {
             size_t len = r->down.len;
@@ -713,8 +713,11 @@ static enum MHD_Result queue_answer(struct request *r)
     } else {
         status = r->status;
         uint64_t size = r->resp_len >= 0 ? (uint64_t)r->resp_len : MHD_SIZE_UNKNOWN;
-        resp = MHD_create_response_from_callback(size, HIGH_WATER, stream_reader, r,
-                                                 stream_response_freed);
+        /* libmicrohttpd allocates (and zeroes) block_size bytes with the
+         * response, but fills chunked bodies straight into the connection's
+         * buffer: only a sized body needs a real block. */
+        resp = MHD_create_response_from_callback(size, r->resp_len >= 0 ? HIGH_WATER : 64,
+                                                 stream_reader, r, stream_response_freed);
         if (resp != NULL) {
             r->refs++;
             r->stream_response = resp;
