@@ -21,6 +21,7 @@
 #include <sys/random.h>
 #include <unistd.h>
 
+#include "curl_epoll.h"
 #include "logfile.h"
 #include "proxy.h"
 #include "supervisor.h"
@@ -33,24 +34,11 @@ static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, vo
 {
     (void)easy;
     struct gw_loop *l = userp;
-    struct epoll_event ev = { .data.u64 = TAG(TAG_CURL, s) };
-    if (what == CURL_POLL_REMOVE) {
-        /* The socket may be closed already, which removed it; ignore. */
-        epoll_ctl(l->epfd, EPOLL_CTL_DEL, s, NULL);
-        return 0;
+    if (gw_curl_epoll_socket(l->multi, l->epfd, s, what, socketp, TAG(TAG_CURL, s)) != 0) {
+        gw_log(GW_ERROR, "loop %u: epoll_ctl for a module connection: %s", l->index,
+               strerror(errno));
+        return -1;
     }
-    ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
-    int op = socketp == NULL ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
-    if (epoll_ctl(l->epfd, op, s, &ev) != 0) {
-        op = op == EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-        if (epoll_ctl(l->epfd, op, s, &ev) != 0) {
-            gw_log(GW_ERROR, "loop %u: epoll_ctl for a module connection: %s", l->index,
-                   strerror(errno));
-            return -1;
-        }
-    }
-    if (socketp == NULL)
-        curl_multi_assign(l->multi, s, l);
     return 0;
 }
 
@@ -347,14 +335,9 @@ static void *loop_main(void *arg)
                 ssize_t r = read(l->wakefd, &v, sizeof(v));
                 (void)r;
             } else {
-                int flags = 0, running;
-                if (evs[i].events & EPOLLIN)
-                    flags |= CURL_CSELECT_IN;
-                if (evs[i].events & EPOLLOUT)
-                    flags |= CURL_CSELECT_OUT;
-                if (evs[i].events & (EPOLLERR | EPOLLHUP))
-                    flags |= CURL_CSELECT_ERR;
-                curl_multi_socket_action(l->multi, fd, flags, &running);
+                int running;
+                curl_multi_socket_action(l->multi, fd, gw_curl_epoll_flags(evs[i].events),
+                                         &running);
             }
         }
         now = mg__now_ms();

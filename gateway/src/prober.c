@@ -6,6 +6,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 
+#include "curl_epoll.h"
 #include "module.h"
 #include "util.h"
 
@@ -38,20 +39,7 @@ static int on_socket(CURL *e, curl_socket_t s, int what, void *userp, void *sock
 {
     (void)e;
     struct gw_prober *p = userp;
-    if (what == CURL_POLL_REMOVE) {
-        epoll_ctl(p->epfd, EPOLL_CTL_DEL, s, NULL);
-        return 0;
-    }
-    struct epoll_event ev = {
-        .events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u),
-        .data.u64 = tag_of(s),
-    };
-    if (epoll_ctl(p->epfd, socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s, &ev) != 0 &&
-        epoll_ctl(p->epfd, socketp ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, s, &ev) != 0)
-        return -1;
-    if (socketp == NULL)
-        curl_multi_assign(p->multi, s, p);
-    return 0;
+    return gw_curl_epoll_socket(p->multi, p->epfd, s, what, socketp, tag_of(s));
 }
 
 static int on_timer(CURLM *m, long timeout_ms, void *userp)
@@ -144,14 +132,9 @@ void gw_prober_cancel(struct gw_prober *p, struct gw_incarnation *inc)
 
 void gw_prober_event(struct gw_prober *p, uint64_t tag, uint32_t events)
 {
-    int flags = 0, running;
-    if (events & EPOLLIN)
-        flags |= CURL_CSELECT_IN;
-    if (events & EPOLLOUT)
-        flags |= CURL_CSELECT_OUT;
-    if (events & (EPOLLERR | EPOLLHUP))
-        flags |= CURL_CSELECT_ERR;
-    curl_multi_socket_action(p->multi, (curl_socket_t)(tag >> 8), flags, &running);
+    int running;
+    curl_multi_socket_action(p->multi, (curl_socket_t)(tag >> 8), gw_curl_epoll_flags(events),
+                             &running);
 }
 
 uint64_t gw_prober_run(struct gw_prober *p, uint64_t now_ms)

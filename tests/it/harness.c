@@ -18,11 +18,22 @@
 #include <time.h>
 #include <unistd.h>
 
-static long now_ms(void)
+long ms_now(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+long rss_kb(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    char *s = read_file(path, NULL);
+    const char *v = s ? strstr(s, "VmRSS:") : NULL;
+    long kb = v ? atol(v + 6) : -1;
+    free(s);
+    return kb;
 }
 
 char *read_file(const char *path, size_t *len)
@@ -105,7 +116,7 @@ int gwp_start_bin(struct gwp *g, const char *bin, const char *config_json,
 
     size_t len = 0, cap = 4096;
     g->out = calloc(1, cap);
-    long deadline = now_ms() + 20000;
+    long deadline = ms_now() + 20000;
     for (;;) {
         char *ready = strstr(g->out, "modgate: ready on http://127.0.0.1:");
         if (ready != NULL && strchr(ready, '\n') != NULL) {
@@ -113,7 +124,7 @@ int gwp_start_bin(struct gwp *g, const char *bin, const char *config_json,
                    &g->port, &g->admin_port);
             return g->port > 0 ? 0 : -1;
         }
-        long left = deadline - now_ms();
+        long left = deadline - ms_now();
         if (left <= 0)
             return -1;
         struct pollfd p = { .fd = out[0], .events = POLLIN };
@@ -136,14 +147,26 @@ int gwp_start(struct gwp *g, const char *config_json, const char *const *extra)
     return gwp_start_bin(g, MODGATE_BIN, config_json, extra);
 }
 
+void gwp_start_ok(struct gwp *g, const char *config_json)
+{
+    cr_assert_eq(gwp_start(g, config_json, NULL), 0, "gateway did not start: %s", g->out);
+}
+
+void gwp_finish(struct gwp *g)
+{
+    int status = gwp_stop(g);
+    cr_expect_eq(status, 0, "gateway exit status %d", status);
+    gwp_cleanup(g);
+}
+
 int gwp_stop(struct gwp *g)
 {
     if (g->pid <= 0)
         return -1;
     kill(g->pid, SIGTERM);
-    long deadline = now_ms() + 20000;
+    long deadline = ms_now() + 20000;
     int status;
-    while (now_ms() < deadline) {
+    while (ms_now() < deadline) {
         pid_t r = waitpid(g->pid, &status, WNOHANG);
         if (r == g->pid) {
             g->pid = 0;
@@ -232,7 +255,7 @@ char *gwp_log(const struct gwp *g, const char *name)
 
 bool gwp_wait_log(const struct gwp *g, const char *name, const char *needle, int ms)
 {
-    long deadline = now_ms() + ms;
+    long deadline = ms_now() + ms;
     do {
         char *s = gwp_log(g, name);
         bool found = strstr(s, needle) != NULL;
@@ -240,7 +263,7 @@ bool gwp_wait_log(const struct gwp *g, const char *name, const char *needle, int
         if (found)
             return true;
         usleep(20000);
-    } while (now_ms() < deadline);
+    } while (ms_now() < deadline);
     return false;
 }
 
@@ -268,7 +291,7 @@ pid_t gwp_module_pid(const struct gwp *g, const char *module)
 
 bool gwp_wait_state(const struct gwp *g, const char *module, const char *state, int ms)
 {
-    long deadline = now_ms() + ms;
+    long deadline = ms_now() + ms;
     do {
         json_t *j = module_info(g, module);
         const char *st = j ? json_string_value(json_object_get(j, "state")) : NULL;
@@ -277,7 +300,7 @@ bool gwp_wait_state(const struct gwp *g, const char *module, const char *state, 
         if (ok)
             return true;
         usleep(20000);
-    } while (now_ms() < deadline);
+    } while (ms_now() < deadline);
     return false;
 }
 

@@ -28,6 +28,10 @@ int gwp_start(struct gwp *g, const char *config_json, const char *const *extra);
 /* Same with another gateway executable (tests with their own modules). */
 int gwp_start_bin(struct gwp *g, const char *bin, const char *config_json,
                   const char *const *extra);
+/* gwp_start with a config, failing the test if the gateway does not start. */
+void gwp_start_ok(struct gwp *g, const char *config_json);
+/* Stops the gateway, expects a clean exit (status 0), cleans up. */
+void gwp_finish(struct gwp *g);
 /* SIGTERM and wait (up to 20 s); returns the exit status as from waitpid,
  * or -1 if it did not exit. */
 int gwp_stop(struct gwp *g);
@@ -72,6 +76,10 @@ const char *http_header(const struct http_resp *r, const char *name);
 size_t http_header_count(const struct http_resp *r, const char *name);
 void http_free(struct http_resp *r);
 
+/* Monotonic milliseconds. */
+long ms_now(void);
+/* VmRSS of a process in KiB, -1 if unknown. */
+long rss_kb(pid_t pid);
 /* True if process `pid` is gone or a zombie. */
 bool process_dead(pid_t pid);
 /* Reads a whole file (caller frees), NULL if missing. */

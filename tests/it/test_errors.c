@@ -11,13 +11,6 @@
 
 TestSuite(errors, .timeout = 60);
 
-static long ms_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
 /* Checks the JSON body and X-Modgate-Error of a gateway-made error. */
 static json_t *expect_gateway_error(const struct http_resp *r, long status, const char *module,
                                     const char *cause)
@@ -47,21 +40,10 @@ static json_t *expect_gateway_error(const struct http_resp *r, long status, cons
     return j;
 }
 
-static void start(struct gwp *g, const char *cfg)
-{
-    cr_assert_eq(gwp_start(g, cfg, NULL), 0, "gateway did not start: %s", g->out);
-}
-
-static void finish(struct gwp *g)
-{
-    gwp_stop(g);
-    gwp_cleanup(g);
-}
-
 Test(errors, no_route_404)
 {
     struct gwp g;
-    start(&g, NULL);
+    gwp_start_ok(&g, NULL);
     struct http_resp r;
     cr_assert_eq(http_get(gwp_url(&g, "/nothing/here"), &r), 0);
     json_decref(expect_gateway_error(&r, 404, NULL, "no_route"));
@@ -70,13 +52,13 @@ Test(errors, no_route_404)
     cr_assert_eq(http_get(gwp_url(&g, "/-/modules"), &r), 0);
     cr_expect_eq(r.status, 404);
     http_free(&r);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(errors, wrong_method_405_with_allow)
 {
     struct gwp g;
-    start(&g, NULL);
+    gwp_start_ok(&g, NULL);
     struct http_req q = { .method = "POST", .url = gwp_url(&g, "/hello/x"), .body = "a",
                           .body_len = 1 };
     struct http_resp r;
@@ -84,13 +66,13 @@ Test(errors, wrong_method_405_with_allow)
     json_decref(expect_gateway_error(&r, 405, NULL, "method_not_allowed"));
     cr_expect_str_eq(http_header(&r, "Allow"), "GET");
     http_free(&r);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(errors, body_over_limit_413)
 {
     struct gwp g;
-    start(&g, "{\"limits\": {\"max_body_bytes\": 1000}}");
+    gwp_start_ok(&g, "{\"limits\": {\"max_body_bytes\": 1000}}");
     char body[5000];
     memset(body, 'x', sizeof(body));
     struct http_req q = { .method = "POST", .url = gwp_url(&g, "/echo/big"), .body = body,
@@ -113,13 +95,13 @@ Test(errors, body_over_limit_413)
     cr_assert_eq(http_do(&q, &r), 0);
     cr_expect_eq(r.status, 200);
     http_free(&r);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(errors, headers_over_limit_431)
 {
     struct gwp g;
-    start(&g, "{\"limits\": {\"max_header_bytes\": 4096}}");
+    gwp_start_ok(&g, "{\"limits\": {\"max_header_bytes\": 4096}}");
     char *big = malloc(6000);
     strcpy(big, "X-Big: ");
     memset(big + 7, 'a', 5000);
@@ -131,13 +113,13 @@ Test(errors, headers_over_limit_431)
     json_decref(expect_gateway_error(&r, 431, NULL, "headers_too_large"));
     http_free(&r);
     free(big);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(errors, crash_gives_502_naming_the_signal)
 {
     struct gwp g;
-    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
     struct http_resp r;
     cr_assert_eq(http_get(gwp_url(&g, "/chaos/crash"), &r), 0);
     json_t *j = expect_gateway_error(&r, 502, "chaos", "signaled");
@@ -147,13 +129,13 @@ Test(errors, crash_gives_502_naming_the_signal)
     cr_expect_not_null(strstr(http_header(&r, "X-Modgate-Error"), "incarnation=1"));
     json_decref(j);
     http_free(&r);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(errors, exit_gives_502_with_the_code)
 {
     struct gwp g;
-    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
     struct http_resp r;
     cr_assert_eq(http_get(gwp_url(&g, "/chaos/exit?code=7"), &r), 0);
     json_t *j = expect_gateway_error(&r, 502, "chaos", "exited");
@@ -161,7 +143,7 @@ Test(errors, exit_gives_502_with_the_code)
     cr_expect_not_null(strstr(msg, "exited with code 7"), "%s", msg);
     json_decref(j);
     http_free(&r);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 struct slow_call {
@@ -181,7 +163,7 @@ static void *slow_thread(void *arg)
 Test(errors, in_flight_request_fails_at_once_when_its_module_dies)
 {
     struct gwp g;
-    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
     struct slow_call c = { .url = gwp_url(&g, "/chaos/slow?ms=8000") };
     pthread_t t;
     pthread_create(&t, NULL, slow_thread, &c);
@@ -195,13 +177,13 @@ Test(errors, in_flight_request_fails_at_once_when_its_module_dies)
     cr_expect_lt(c.done_at - crash_at, 500, "answered %ld ms after the crash", c.done_at - crash_at);
     cr_expect_not_null(strstr(c.r.body, "SIGABRT"), "%s", c.r.body);
     http_free(&c.r);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(errors, restarting_module_gives_503_with_retry_after)
 {
     struct gwp g;
-    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
               " \"restart\": {\"backoff_initial_ms\": 4000, \"backoff_max_ms\": 8000}}");
     struct http_resp r;
     cr_assert_eq(http_get(gwp_url(&g, "/chaos/crash"), &r), 0);
@@ -217,13 +199,13 @@ Test(errors, restarting_module_gives_503_with_retry_after)
     cr_assert_eq(http_get(gwp_url(&g, "/hello/still"), &r), 0);
     cr_expect_eq(r.status, 200);
     http_free(&r);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(errors, failed_module_gives_503)
 {
     struct gwp g;
-    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}, \"restart\": {\"max_restarts\": 0}}");
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}, \"restart\": {\"max_restarts\": 0}}");
     struct http_resp r;
     cr_assert_eq(http_get(gwp_url(&g, "/chaos/crash"), &r), 0);
     http_free(&r);
@@ -232,13 +214,13 @@ Test(errors, failed_module_gives_503)
     json_decref(expect_gateway_error(&r, 503, "chaos", "failed"));
     cr_expect_not_null(http_header(&r, "Retry-After"));
     http_free(&r);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(errors, no_response_headers_in_time_504)
 {
     struct gwp g;
-    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
               " \"limits\": {\"request_timeout_ms\": 300}}");
     struct http_resp r;
     long t0 = ms_now();
@@ -251,13 +233,13 @@ Test(errors, no_response_headers_in_time_504)
     cr_assert_eq(http_get(gwp_url(&g, "/chaos/slow?ms=1"), &r), 0);
     cr_expect_eq(r.status, 200);
     http_free(&r);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(errors, access_log_records_errors_with_cause)
 {
     struct gwp g;
-    start(&g, NULL);
+    gwp_start_ok(&g, NULL);
     const char *hdrs[] = { "X-Request-Id: err-log-1", NULL };
     struct http_req q = { .url = gwp_url(&g, "/missing"), .headers = hdrs };
     struct http_resp r;
@@ -274,5 +256,5 @@ Test(errors, access_log_records_errors_with_cause)
     cr_expect_not_null(strstr(line, " 404 "), "%s", line);
     cr_expect_not_null(strstr(line, " no_route"), "%s", line);
     free(log);
-    finish(&g);
+    gwp_finish(&g);
 }

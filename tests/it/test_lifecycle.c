@@ -18,11 +18,6 @@
 
 TestSuite(lifecycle, .timeout = 90);
 
-static void start(struct gwp *g, const char *cfg)
-{
-    cr_assert_eq(gwp_start(g, cfg, NULL), 0, "gateway did not start: %s", g->out);
-}
-
 /* Runs a command, returns its exit status and output (stdout+stderr). */
 static int run(const char *const *argv, char **output)
 {
@@ -59,7 +54,7 @@ static int run(const char *const *argv, char **output)
 Test(lifecycle, ready_line_and_module_lines)
 {
     struct gwp g;
-    start(&g, NULL);
+    gwp_start_ok(&g, NULL);
     cr_expect_not_null(strstr(g.out, "module hello ready: pid "), "%s", g.out);
     cr_expect_not_null(strstr(g.out, "GET /hello/{name}"), "%s", g.out);
     cr_expect_not_null(strstr(g.out, "module echo ready"), "%s", g.out);
@@ -77,7 +72,7 @@ Test(lifecycle, ready_line_and_module_lines)
 Test(lifecycle, healthz_and_readyz_on_both_listeners)
 {
     struct gwp g;
-    start(&g, NULL);
+    gwp_start_ok(&g, NULL);
     const char *urls[] = { gwp_url(&g, "/-/healthz"), gwp_admin_url(&g, "/-/healthz"),
                            gwp_url(&g, "/-/readyz"), gwp_admin_url(&g, "/-/readyz") };
     for (size_t i = 0; i < 4; i++) {
@@ -94,7 +89,7 @@ Test(lifecycle, healthz_and_readyz_on_both_listeners)
 Test(lifecycle, readyz_503_lists_modules_not_ready)
 {
     struct gwp g;
-    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
               " \"restart\": {\"max_restarts\": 0}}");
     struct http_resp r;
     http_get(gwp_url(&g, "/chaos/crash"), &r);
@@ -123,7 +118,7 @@ static pid_t pid_from_out(const char *out, const char *module)
 Test(lifecycle, sigterm_stops_cleanly_with_no_child_left)
 {
     struct gwp g;
-    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
     pid_t kids[3] = { pid_from_out(g.out, "hello"), pid_from_out(g.out, "echo"),
                       pid_from_out(g.out, "chaos") };
     for (int i = 0; i < 3; i++)
@@ -158,7 +153,7 @@ Test(lifecycle, sigterm_stops_cleanly_with_no_child_left)
 Test(lifecycle, sigint_stops_too)
 {
     struct gwp g;
-    start(&g, NULL);
+    gwp_start_ok(&g, NULL);
     pid_t kid = pid_from_out(g.out, "hello");
     kill(g.pid, SIGINT);
     int status;
@@ -174,7 +169,7 @@ Test(lifecycle, children_die_with_a_sigkilled_gateway)
     /* Orphans come to us, so that we can see them exit (and reap them). */
     prctl(PR_SET_CHILD_SUBREAPER, 1);
     struct gwp g;
-    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
     pid_t kids[3] = { pid_from_out(g.out, "hello"), pid_from_out(g.out, "echo"),
                       pid_from_out(g.out, "chaos") };
     kill(g.pid, SIGKILL);
@@ -207,7 +202,7 @@ static void *call_thread(void *arg)
 Test(lifecycle, sigterm_lets_in_flight_requests_finish)
 {
     struct gwp g;
-    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
     struct call c = { .url = gwp_url(&g, "/chaos/slow?ms=700") };
     pthread_t t;
     pthread_create(&t, NULL, call_thread, &c);
@@ -224,7 +219,7 @@ Test(lifecycle, sigterm_lets_in_flight_requests_finish)
 Test(lifecycle, logs_are_written)
 {
     struct gwp g;
-    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
     struct http_resp r;
     cr_assert_eq(http_get(gwp_url(&g, "/chaos/log?lines=5"), &r), 0);
     cr_expect_eq(r.status, 200);
@@ -253,7 +248,7 @@ Test(lifecycle, logs_are_written)
 Test(lifecycle, crash_is_logged_with_the_log_tail_and_the_module_comes_back)
 {
     struct gwp g;
-    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}, \"health\": {\"log_tail_lines\": 3}}");
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}, \"health\": {\"log_tail_lines\": 3}}");
     pid_t before = gwp_module_pid(&g, "chaos");
     struct http_resp r;
     cr_assert_eq(http_get(gwp_url(&g, "/chaos/log?lines=10"), &r), 0);

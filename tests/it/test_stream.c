@@ -16,25 +16,6 @@
 
 TestSuite(stream, .timeout = 120);
 
-static long ms_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
-static void start(struct gwp *g, const char *cfg)
-{
-    cr_assert_eq(gwp_start(g, cfg, NULL), 0, "gateway did not start: %s", g->out);
-}
-
-static void finish(struct gwp *g)
-{
-    int status = gwp_stop(g);
-    cr_expect_eq(status, 0, "gateway exit status %d", status);
-    gwp_cleanup(g);
-}
-
 /* Records when each piece of the body arrived. */
 struct arrivals {
     long start;
@@ -79,7 +60,7 @@ static CURLcode get_pieces(const char *url, struct arrivals *a, long *status)
 Test(stream, chunks_arrive_as_they_are_written)
 {
     struct gwp g;
-    start(&g, NULL);
+    gwp_start_ok(&g, NULL);
     struct arrivals a;
     long status;
     cr_assert_eq(get_pieces(gwp_url(&g, "/stream/count?n=5&interval_ms=250"), &a, &status),
@@ -91,13 +72,13 @@ Test(stream, chunks_arrive_as_they_are_written)
     cr_expect_geq(a.at[a.n - 1] - a.at[0], 800, "spread: %ld ms", a.at[a.n - 1] - a.at[0]);
     for (size_t i = 1; i < a.n; i++)
         cr_expect_geq(a.at[i] - a.at[i - 1], 150, "gap %zu: %ld ms", i, a.at[i] - a.at[i - 1]);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(stream, server_sent_events_one_by_one)
 {
     struct gwp g;
-    start(&g, NULL);
+    gwp_start_ok(&g, NULL);
     struct arrivals a;
     long status;
     struct http_resp r;
@@ -112,25 +93,25 @@ Test(stream, server_sent_events_one_by_one)
     cr_expect_str_eq(http_header(&r, "Content-Type"), "text/event-stream");
     cr_expect_eq(http_header_count(&r, "Content-Type"), 1);
     http_free(&r);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(stream, ticks_one_chunk_each)
 {
     struct gwp g;
-    start(&g, NULL);
+    gwp_start_ok(&g, NULL);
     struct arrivals a;
     long status;
     cr_assert_eq(get_pieces(gwp_url(&g, "/hello/ticks"), &a, &status), CURLE_OK);
     cr_expect_eq(status, 200);
     cr_expect_str_eq(a.body, "tick 0\ntick 1\ntick 2\ntick 3\ntick 4\n");
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(stream, error_before_the_first_chunk_is_a_normal_error)
 {
     struct gwp g;
-    start(&g, NULL);
+    gwp_start_ok(&g, NULL);
     struct http_resp r;
     cr_assert_eq(http_get(gwp_url(&g, "/stream/fail?after=0"), &r), 0);
     cr_expect_eq(r.status, 500);
@@ -140,13 +121,13 @@ Test(stream, error_before_the_first_chunk_is_a_normal_error)
     cr_expect_not_null(strstr(json_string_value(json_object_get(j, "error")), "after 0"));
     json_decref(j);
     http_free(&r);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(stream, error_after_the_first_chunk_ends_the_stream_cleanly)
 {
     struct gwp g;
-    start(&g, NULL);
+    gwp_start_ok(&g, NULL);
     struct http_resp r;
     /* http_get returns 0 only for a well-formed (fully terminated) body. */
     cr_assert_eq(http_get(gwp_url(&g, "/stream/fail?after=3"), &r), 0, "curl: %s",
@@ -156,13 +137,13 @@ Test(stream, error_after_the_first_chunk_ends_the_stream_cleanly)
     cr_expect_not_null(strstr(r.body + 21, "failed on purpose after 3 lines"), "%s", r.body);
     http_free(&r);
     cr_expect(gwp_wait_log(&g, "stream.log", "fail: ended after 3 of 3 chunks", 3000));
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(stream, module_death_mid_stream_ends_the_stream_cleanly)
 {
     struct gwp g;
-    start(&g, NULL);
+    gwp_start_ok(&g, NULL);
     pid_t pid = gwp_module_pid(&g, "stream");
     cr_assert_gt(pid, 0);
     struct arrivals a;
@@ -199,7 +180,7 @@ Test(stream, module_death_mid_stream_ends_the_stream_cleanly)
     cr_expect_not_null(strstr(a.body, "killed by signal 9"), "the error is the last chunk: %s",
                        a.body);
     cr_expect_null(strstr(a.body, "line 99"));
-    finish(&g);
+    gwp_finish(&g);
 }
 
 struct pattern_check {
@@ -222,7 +203,7 @@ static size_t verify_pattern(char *p, size_t size, size_t n, void *userp)
 Test(stream, large_response_byte_exact)
 {
     struct gwp g;
-    start(&g, NULL);
+    gwp_start_ok(&g, NULL);
     struct pattern_check c = { 0, true };
     CURL *e = curl_easy_init();
     curl_easy_setopt(e, CURLOPT_URL, gwp_url(&g, "/stream/bytes?n=209715200"));
@@ -234,18 +215,7 @@ Test(stream, large_response_byte_exact)
     cr_expect_eq(rc, CURLE_OK, "%s", curl_easy_strerror(rc));
     cr_expect(c.ok, "a byte differs");
     cr_expect_eq(c.pos, 209715200ull, "got %llu bytes", (unsigned long long)c.pos);
-    finish(&g);
-}
-
-static long rss_kb(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    char *s = read_file(path, NULL);
-    const char *v = s ? strstr(s, "VmRSS:") : NULL;
-    long kb = v ? atol(v + 6) : -1;
-    free(s);
-    return kb;
+    gwp_finish(&g);
 }
 
 static int connect_to(int port)
@@ -265,7 +235,7 @@ static int connect_to(int port)
 Test(stream, a_client_that_stops_reading_keeps_memory_flat)
 {
     struct gwp g;
-    start(&g, NULL);
+    gwp_start_ok(&g, NULL);
     int fd = connect_to(g.port);
     cr_assert_geq(fd, 0);
     const char *req = "GET /stream/bytes?n=4294967296 HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -290,7 +260,7 @@ Test(stream, a_client_that_stops_reading_keeps_memory_flat)
     cr_expect_gt(n, 0);
     close(fd);
     cr_expect(gwp_wait_log(&g, "stream.log", "(client gone)", 5000));
-    finish(&g);
+    gwp_finish(&g);
 }
 
 struct upload {
@@ -353,7 +323,7 @@ static CURLcode chunked_upload(const char *url, uint64_t total, struct upload *u
 Test(stream, chunked_upload_of_50_mib_is_streamed_intact)
 {
     struct gwp g;
-    start(&g, "{\"limits\": {\"max_body_bytes\": 104857600}}");
+    gwp_start_ok(&g, "{\"limits\": {\"max_body_bytes\": 104857600}}");
     struct upload u;
     struct http_resp r;
     uint64_t total = 50ull << 20;
@@ -376,13 +346,13 @@ Test(stream, chunked_upload_of_50_mib_is_streamed_intact)
     /* Neither side held the body: both stay far below 50 MiB. */
     cr_expect_lt(rss_kb(g.pid), 40 * 1024, "gateway RSS %ld KiB", rss_kb(g.pid));
     cr_expect_lt(rss_kb(gwp_module_pid(&g, "echo")), 40 * 1024);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(stream, upload_over_the_limit_gets_413_mid_way)
 {
     struct gwp g;
-    start(&g, "{\"limits\": {\"max_body_bytes\": 1048576}}");
+    gwp_start_ok(&g, "{\"limits\": {\"max_body_bytes\": 1048576}}");
     struct upload u;
     struct http_resp r;
     CURLcode rc = chunked_upload(gwp_url(&g, "/echo/upload"), 8ull << 20, &u, &r);
@@ -390,13 +360,13 @@ Test(stream, upload_over_the_limit_gets_413_mid_way)
     cr_expect_eq(r.status, 413, "%ld %s", r.status, r.body);
     cr_expect_not_null(strstr(r.body, "over the limit"), "%s", r.body);
     http_free(&r);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(stream, client_disconnect_is_seen_by_the_module)
 {
     struct gwp g;
-    start(&g, NULL);
+    gwp_start_ok(&g, NULL);
     int fd = connect_to(g.port);
     cr_assert_geq(fd, 0);
     const char *req = "GET /stream/count?n=1000&interval_ms=100 HTTP/1.1\r\nHost: x\r\n"
@@ -418,13 +388,13 @@ Test(stream, client_disconnect_is_seen_by_the_module)
     const char *line = strstr(log, "gone-1");
     cr_expect(line != NULL && strstr(line, " 499 ") != NULL, "%s", log);
     free(log);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(stream, idle_stream_is_ended_after_the_timeout)
 {
     struct gwp g;
-    start(&g, "{\"limits\": {\"stream_idle_timeout_ms\": 300}}");
+    gwp_start_ok(&g, "{\"limits\": {\"stream_idle_timeout_ms\": 300}}");
     struct arrivals a;
     long status;
     long t0 = ms_now();
@@ -435,13 +405,13 @@ Test(stream, idle_stream_is_ended_after_the_timeout)
     cr_expect_eq(strncmp(a.body, "line 0\n", 7), 0, "%s", a.body);
     cr_expect_not_null(strstr(a.body, "idle"), "%s", a.body);
     cr_expect(gwp_wait_log(&g, "access.log", "timeout_idle", 3000));
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(stream, content_length_is_kept_for_large_unary_responses)
 {
     struct gwp g;
-    start(&g, NULL);
+    gwp_start_ok(&g, NULL);
     size_t len = 700 * 1024;
     char *body = malloc(len);
     memset(body, 'z', len);
@@ -457,7 +427,7 @@ Test(stream, content_length_is_kept_for_large_unary_responses)
     cr_expect_eq(r.len, len);
     http_free(&r);
     free(body);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 /* ---- many concurrent streams ------------------------------------------- */
@@ -481,7 +451,7 @@ static size_t on_sse(char *p, size_t size, size_t n, void *userp)
 Test(stream, a_thousand_concurrent_sse_clients_are_all_served, .timeout = 180)
 {
     struct gwp g;
-    start(&g, NULL);
+    gwp_start_ok(&g, NULL);
     enum { N = 1000 };
     static struct sse_client clients[N];
     memset(clients, 0, sizeof(clients));
@@ -519,5 +489,5 @@ Test(stream, a_thousand_concurrent_sse_clients_are_all_served, .timeout = 180)
     curl_multi_cleanup(m);
     cr_expect_eq(ok, N, "%d transfers ended well", ok);
     cr_expect_eq(complete, N, "%d clients got every event", complete);
-    finish(&g);
+    gwp_finish(&g);
 }

@@ -18,24 +18,6 @@
 
 TestSuite(supervision, .timeout = 120);
 
-static long ms_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
-
-static void start(struct gwp *g, const char *cfg)
-{
-    cr_assert_eq(gwp_start(g, cfg, NULL), 0, "gateway did not start: %s", g->out);
-}
-
-static void finish(struct gwp *g)
-{
-    cr_expect_eq(gwp_stop(g), 0);
-    gwp_cleanup(g);
-}
-
 static json_t *module_info(const struct gwp *g, const char *name)
 {
     char path[128];
@@ -80,7 +62,7 @@ static pid_t crash_and_wait(struct gwp *g)
 Test(supervision, crash_comes_back_with_a_new_pid_and_incarnation)
 {
     struct gwp g;
-    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
     json_t *before = module_info(&g, "chaos");
     cr_expect_str_eq(json_string_value(json_object_get(before, "state")), "ready");
     cr_expect_eq(jint(before, "incarnation"), 1);
@@ -96,13 +78,13 @@ Test(supervision, crash_comes_back_with_a_new_pid_and_incarnation)
     json_decref(before);
     json_decref(after);
     cr_expect(gwp_wait_log(&g, "chaos.log", "incarnation 2 started", 2000));
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(supervision, a_hung_module_is_detected_and_restarted)
 {
     struct gwp g;
-    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
               " \"health\": {\"period_ms\": 100, \"probe_timeout_ms\": 100, \"unhealthy_after\": 3}}");
     pid_t pid1 = gwp_module_pid(&g, "chaos");
     struct http_req q = { .url = gwp_url(&g, "/chaos/hang"), .timeout_ms = 10000 };
@@ -125,13 +107,13 @@ Test(supervision, a_hung_module_is_detected_and_restarted)
     free(log);
     /* Other modules were not disturbed. */
     cr_expect_eq(status_of(gwp_url(&g, "/hello/fine")), 200);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(supervision, backoff_doubles_and_resets_after_the_window)
 {
     struct gwp g;
-    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
               " \"restart\": {\"backoff_initial_ms\": 50, \"backoff_max_ms\": 300,"
               " \"max_restarts\": 100, \"window_s\": 2}}");
     for (int i = 0; i < 4; i++)
@@ -153,13 +135,13 @@ Test(supervision, backoff_doubles_and_resets_after_the_window)
         last = q;
     cr_expect(last != NULL && strncmp(last, "restarting in 50 ms", 19) == 0, "reset: %s", last);
     free(log);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(supervision, failed_state_and_an_admin_restart_out_of_it)
 {
     struct gwp g;
-    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
               " \"restart\": {\"max_restarts\": 1, \"backoff_initial_ms\": 10}}");
     crash_and_wait(&g);
     cr_expect_eq(status_of(gwp_url(&g, "/chaos/crash")), 502);
@@ -181,7 +163,7 @@ Test(supervision, failed_state_and_an_admin_restart_out_of_it)
     cr_expect_eq(jint(j, "incarnation"), inc + 1);
     cr_expect_eq(jint(j, "restarts"), restarts, "an admin restart is not a failure restart");
     json_decref(j);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 struct load {
@@ -218,7 +200,7 @@ static void *load_thread(void *arg)
 Test(supervision, zero_downtime_admin_restart_under_load)
 {
     struct gwp g;
-    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
     struct load l = { .url = gwp_url(&g, "/chaos/slow?ms=30") };
     pthread_t t[4];
     for (int i = 0; i < 4; i++)
@@ -252,7 +234,7 @@ Test(supervision, zero_downtime_admin_restart_under_load)
     cr_expect_eq(jint(j, "incarnation"), 4);
     cr_expect_eq(jint(j, "restarts"), 0);
     json_decref(j);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(supervision, a_failed_admin_restart_leaves_the_old_incarnation_serving)
@@ -287,13 +269,13 @@ Test(supervision, a_failed_admin_restart_leaves_the_old_incarnation_serving)
     cr_expect_str_eq(json_string_value(json_object_get(j, "state")), "ready");
     json_decref(j);
     unlink(gate);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(supervision, other_modules_answer_during_a_crash_loop)
 {
     struct gwp g;
-    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
               " \"restart\": {\"backoff_initial_ms\": 5, \"backoff_max_ms\": 20,"
               " \"max_restarts\": 100000, \"window_s\": 1}}");
     struct load l = { .url = gwp_url(&g, "/hello/steady") };
@@ -314,7 +296,7 @@ Test(supervision, other_modules_answer_during_a_crash_loop)
     cr_expect_gt(atomic_load(&l.ok), 100);
     cr_expect_eq(atomic_load(&l.bad), 0, "hello failed %ld times during %d crashes",
                  atomic_load(&l.bad), crashes);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 static int count_fds(pid_t pid)
@@ -356,21 +338,10 @@ static int count_zombies(pid_t parent)
     return n;
 }
 
-static long rss_kb(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    char *s = read_file(path, NULL);
-    const char *v = s ? strstr(s, "VmRSS:") : NULL;
-    long kb = v ? atol(v + 6) : -1;
-    free(s);
-    return kb;
-}
-
 Test(supervision, nothing_leaks_over_a_thousand_restarts, .timeout = 600)
 {
     struct gwp g;
-    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
               " \"restart\": {\"backoff_initial_ms\": 1, \"backoff_max_ms\": 1,"
               " \"max_restarts\": 1000000, \"window_s\": 1}}");
     for (int i = 0; i < 30; i++) /* warm up: caches, pools, logs */
@@ -392,7 +363,7 @@ Test(supervision, nothing_leaks_over_a_thousand_restarts, .timeout = 600)
     json_t *j = module_info(&g, "chaos");
     cr_expect_eq(jint(j, "restarts"), 1030);
     json_decref(j);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 /* Finds `name{labels}` in a Prometheus exposition; its value, or -1. */
@@ -408,7 +379,7 @@ static double metric(const char *text, const char *series)
 Test(supervision, metrics_are_prometheus_text_and_count)
 {
     struct gwp g;
-    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
               " \"health\": {\"period_ms\": 100}}");
     for (int i = 0; i < 3; i++)
         cr_expect_eq(status_of(gwp_url(&g, "/hello/m")), 200);
@@ -453,13 +424,13 @@ Test(supervision, metrics_are_prometheus_text_and_count)
     cr_expect_gt(metric(r.body, "modgate_probe_duration_seconds_count{module=\"hello\"}"), 0);
     cr_expect_geq(metric(r.body, "modgate_requests_in_flight{module=\"hello\"}"), 0);
     http_free(&r);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(supervision, admin_api_modules_log_and_token)
 {
     struct gwp g;
-    start(&g, "{\"admin_token\": \"s3cret\", \"modules\": {\"chaos\": {\"enabled\": true}}}");
+    gwp_start_ok(&g, "{\"admin_token\": \"s3cret\", \"modules\": {\"chaos\": {\"enabled\": true}}}");
     struct http_resp r;
     cr_assert_eq(http_get(gwp_admin_url(&g, "/-/modules"), &r), 0);
     cr_expect_eq(r.status, 401);
@@ -502,13 +473,13 @@ Test(supervision, admin_api_modules_log_and_token)
     cr_expect(l7 && l8 && l9 && l7 < l8 && l8 < l9, "%s", r.body);
     cr_expect_null(strstr(r.body, "chaos line 6"), "%s", r.body);
     http_free(&r);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(supervision, sighup_reopens_log_files)
 {
     struct gwp g;
-    start(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
     char from[400], to[400];
     const char *names[] = { "gateway.log", "access.log", "chaos.log" };
     for (int i = 0; i < 3; i++) {
@@ -522,7 +493,7 @@ Test(supervision, sighup_reopens_log_files)
     cr_expect_eq(status_of(gwp_url(&g, "/chaos/log?lines=1")), 200);
     cr_expect(gwp_wait_log(&g, "chaos.log", "chaos line 0", 3000));
     cr_expect(gwp_wait_log(&g, "access.log", "/chaos/log?lines=1", 3000));
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(supervision, systemd_notifications)
@@ -538,7 +509,7 @@ Test(supervision, systemd_notifications)
     setenv("NOTIFY_SOCKET", path, 1);
     setenv("WATCHDOG_USEC", "200000", 1);
     struct gwp g;
-    start(&g, NULL);
+    gwp_start_ok(&g, NULL);
     unsetenv("NOTIFY_SOCKET");
     unsetenv("WATCHDOG_USEC");
     bool ready = false, status = false, watchdog = false, stopping = false;

@@ -19,17 +19,6 @@ TestSuite(websocket, .timeout = 60);
 #define KEY "dGhlIHNhbXBsZSBub25jZQ=="
 #define ACCEPT "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
-static void start(struct gwp *g, const char *cfg)
-{
-    cr_assert_eq(gwp_start(g, cfg, NULL), 0, "gateway did not start: %s", g->out);
-}
-
-static void finish(struct gwp *g)
-{
-    cr_expect_eq(gwp_stop(g), 0);
-    gwp_cleanup(g);
-}
-
 struct ws {
     int fd;
     char buf[1 << 20];
@@ -155,7 +144,7 @@ static bool closed_by_peer(struct ws *w, int ms)
 Test(websocket, echo_round_trip_through_the_gateway)
 {
     struct gwp g;
-    start(&g, NULL);
+    gwp_start_ok(&g, NULL);
     static struct ws w;
     const char *head = ws_open(&w, g.port, "/echo/ws");
     cr_assert_eq(strncmp(head, "HTTP/1.1 101", 12), 0, "%s", head);
@@ -187,13 +176,13 @@ Test(websocket, echo_round_trip_through_the_gateway)
     close(w.fd);
     cr_expect(gwp_wait_log(&g, "echo.log", "ws: session closed", 3000));
     cr_expect(gwp_wait_log(&g, "access.log", "ws-1 127.0.0.1 GET /echo/ws echo 1 101 ", 3000));
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(websocket, client_going_away_closes_the_module_side)
 {
     struct gwp g;
-    start(&g, NULL);
+    gwp_start_ok(&g, NULL);
     static struct ws w;
     const char *head = ws_open(&w, g.port, "/echo/ws");
     cr_assert_eq(strncmp(head, "HTTP/1.1 101", 12), 0, "%s", head);
@@ -203,26 +192,26 @@ Test(websocket, client_going_away_closes_the_module_side)
     cr_assert_eq(ws_recv(&w, got, &n), 1);
     close(w.fd); /* no close frame: the TCP connection just ends */
     cr_expect(gwp_wait_log(&g, "echo.log", "ws: session closed", 3000));
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(websocket, module_going_away_closes_the_client_side)
 {
     struct gwp g;
-    start(&g, NULL);
+    gwp_start_ok(&g, NULL);
     static struct ws w;
     const char *head = ws_open(&w, g.port, "/echo/ws");
     cr_assert_eq(strncmp(head, "HTTP/1.1 101", 12), 0, "%s", head);
     kill(gwp_module_pid(&g, "echo"), SIGKILL);
     cr_expect(closed_by_peer(&w, 3000), "the client's connection ends too");
     close(w.fd);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(websocket, a_silent_tunnel_is_closed_after_the_idle_timeout)
 {
     struct gwp g;
-    start(&g, "{\"limits\": {\"stream_idle_timeout_ms\": 300}}");
+    gwp_start_ok(&g, "{\"limits\": {\"stream_idle_timeout_ms\": 300}}");
     static struct ws w;
     const char *head = ws_open(&w, g.port, "/echo/ws");
     cr_assert_eq(strncmp(head, "HTTP/1.1 101", 12), 0, "%s", head);
@@ -235,13 +224,13 @@ Test(websocket, a_silent_tunnel_is_closed_after_the_idle_timeout)
     }
     cr_expect(closed_by_peer(&w, 3000), "closed once silent");
     close(w.fd);
-    finish(&g);
+    gwp_finish(&g);
 }
 
 Test(websocket, a_handshake_on_a_plain_route_gets_its_normal_answer)
 {
     struct gwp g;
-    start(&g, NULL);
+    gwp_start_ok(&g, NULL);
     static struct ws w;
     const char *head = ws_open(&w, g.port, "/hello/ws");
     cr_expect_eq(strncmp(head, "HTTP/1.1 200", 12), 0, "%s", head);
@@ -249,5 +238,5 @@ Test(websocket, a_handshake_on_a_plain_route_gets_its_normal_answer)
     head = ws_open(&w, g.port, "/nowhere");
     cr_expect_eq(strncmp(head, "HTTP/1.1 404", 12), 0, "%s", head);
     close(w.fd);
-    finish(&g);
+    gwp_finish(&g);
 }
