@@ -688,10 +688,12 @@ static enum MHD_Result queue_answer(struct request *r)
         resp = gw_tunnel_response(r);
     } else if (!r->stream_mode) {
         status = r->status;
-        if (strcmp(r->method, "HEAD") == 0 && r->resp_len > 0) {
-            /* Keep the module's Content-Length: MHD sends only headers. */
-            resp = MHD_create_response_from_callback((uint64_t)r->resp_len, 64, no_body_reader,
-                                                     NULL, NULL);
+        if (strcmp(r->method, "HEAD") == 0 && r->resp_len != 0) {
+            /* Keep the module's framing (its Content-Length, or none for a
+             * stream): MHD sends only the headers of a HEAD answer. */
+            resp = MHD_create_response_from_callback(
+                r->resp_len > 0 ? (uint64_t)r->resp_len : MHD_SIZE_UNKNOWN, 64, no_body_reader,
+                NULL, NULL);
         } else {
             size_t len = r->down.len;
             char *body = r->down.data;

@@ -430,6 +430,20 @@ Test(stream, content_length_is_kept_for_large_unary_responses)
     gwp_finish(&g);
 }
 
+Test(stream, head_on_a_stream_does_not_claim_an_empty_body)
+{
+    struct gwp g;
+    gwp_start_ok(&g, NULL);
+    struct http_req q = { .method = "HEAD", .url = gwp_url(&g, "/stream/count?n=3") };
+    struct http_resp r;
+    cr_assert_eq(http_do(&q, &r), 0);
+    cr_expect_eq(r.status, 200);
+    cr_expect_null(http_header(&r, "Content-Length"), "%s", http_header(&r, "Content-Length"));
+    cr_expect_eq(r.len, 0);
+    http_free(&r);
+    gwp_finish(&g);
+}
+
 /* ---- many concurrent streams ------------------------------------------- */
 
 struct sse_client {
