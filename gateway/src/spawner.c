@@ -49,6 +49,10 @@ int gw_spawn(const struct gw_spawn *s, pid_t *pid)
         rc = posix_spawn_file_actions_adddup2(&fa, out, 2);
     if (rc == 0 && notify >= 0)
         rc = posix_spawn_file_actions_adddup2(&fa, notify, 3);
+    /* Whatever else is open goes: our descriptors are close-on-exec, but
+     * libraries' (curl's sockets) and our own parent's may not be. */
+    if (rc == 0)
+        rc = posix_spawn_file_actions_addclosefrom_np(&fa, notify >= 0 ? 4 : 3);
 
     sigset_t none, all;
     sigemptyset(&none);

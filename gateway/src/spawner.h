@@ -2,7 +2,7 @@
  * Starting a child process the way libuv and s6 do: by exec, in its own
  * process group, with default signal dispositions and an empty signal
  * mask, stdin on /dev/null, and only the descriptors we name inherited
- * (everything else is close-on-exec).
+ * (every other one is closed in the child, close-on-exec or not).
  */
 #ifndef GW_SPAWN_H
 #define GW_SPAWN_H

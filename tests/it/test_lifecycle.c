@@ -1,5 +1,6 @@
 /* Startup, readiness, logs, configuration errors and shutdown (SPEC §3, §5). */
 #include <criterion/criterion.h>
+#include <dirent.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <poll.h>
@@ -385,6 +386,40 @@ Test(lifecycle, help_and_version)
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     cr_expect_eq(strncmp(out, "modgate ", 8), 0, "%s", out);
     free(out);
+}
+
+Test(lifecycle, module_processes_inherit_no_stray_descriptors)
+{
+    /* A descriptor the gateway got from its own parent, without
+     * close-on-exec, must not reach the modules. */
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    struct stat st;
+    cr_assert_eq(fstat(p[0], &st), 0);
+    char mark[64];
+    snprintf(mark, sizeof(mark), "pipe:[%lu]", (unsigned long)st.st_ino);
+    struct gwp g;
+    gwp_start_ok(&g, NULL);
+    cr_expect_eq(http_get(gwp_url(&g, "/hello/fd"), &(struct http_resp){ 0 }), 0);
+    pid_t child = gwp_module_pid(&g, "hello");
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)child);
+    DIR *d = opendir(dir);
+    cr_assert_not_null(d);
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        char link[512], target[256] = "";
+        snprintf(link, sizeof(link), "%s/%s", dir, e->d_name);
+        ssize_t n = readlink(link, target, sizeof(target) - 1);
+        if (n > 0)
+            target[n] = '\0';
+        cr_expect_neq(strcmp(target, mark), 0, "fd %s of the module is the test's pipe", e->d_name);
+    }
+    closedir(d);
+    close(p[0]);
+    close(p[1]);
+    gwp_stop(&g);
+    gwp_cleanup(&g);
 }
 
 Test(lifecycle, module_runs_standalone)
