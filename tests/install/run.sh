@@ -14,7 +14,7 @@ cleanup() {
 trap cleanup EXIT
 
 cmake --install "$build" --prefix "$tmp/prefix" >/dev/null
-for f in bin/modgate include/modgate/module.h include/modgate/gateway.h \
+for f in bin/modgate bin/modgate-module include/modgate/module.h include/modgate/gateway.h \
          lib/libmodgate_sdk.a lib/libmodgate_gateway.a lib/pkgconfig/modgate.pc \
          lib/cmake/modgate/modgateConfig.cmake; do
     [ -e "$tmp/prefix/$f" ] || { echo "not installed: $f"; exit 1; }
