@@ -188,7 +188,6 @@ void gw_req_answer_ready(struct request *r)
 /* The transfer broke. Say how, once we know whether the module died. */
 void gw_req_finish_failure(struct request *r)
 {
-    struct gw_loop *l = r->loop;
     gw_list_remove(&r->link_timer);
     r->failure_known = true;
     char msg[320];
@@ -235,7 +234,6 @@ void gw_req_finish_failure(struct request *r)
                               cause);
         MHD_add_response_footer(r->stream_response, GW_ERROR_HEADER, hv);
     }
-    (void)l;
     gw_req_resume(r);
 }
 
