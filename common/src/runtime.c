@@ -45,6 +45,18 @@ struct server {
     size_t max_body;
 };
 
+int mg__start_handler_thread(void *(*fn)(void *), void *arg)
+{
+    pthread_attr_t attr;
+    pthread_t tid;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 1024 * 1024); /* like MHD's connection threads */
+    int err = pthread_create(&tid, &attr, fn, arg);
+    pthread_attr_destroy(&attr);
+    return err;
+}
+
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     struct server *srv = cls;
@@ -112,18 +124,22 @@ static enum MHD_Result route(struct server *srv, struct mg_req *req)
         return mg__req_prepare(req, NULL) == 0 ? MHD_YES : MHD_NO;
     }
     struct mg_route_match m;
-    size_t allowlen = mg_router_allow_max(srv->router);
-    char *allow = malloc(allowlen);
-    if (allow == NULL)
-        return MHD_NO;
     enum mg_route_result found =
-        mg_router_match(srv->router, req->method, req->path, req->pathlen, &m, allow, allowlen);
-    if (found != MG_ROUTE_FOUND) {
-        req->route_error = found == MG_ROUTE_NO_PATH ? 404 : 405;
-        req->allow = allow;
+        mg_router_match(srv->router, req->method, req->path, req->pathlen, &m, NULL, 0);
+    if (found == MG_ROUTE_NO_PATH) {
+        req->route_error = 404;
         return MHD_YES;
     }
-    free(allow);
+    if (found == MG_ROUTE_NO_METHOD) {
+        /* Rare: only now is the Allow list worth building. */
+        size_t allowlen = mg_router_allow_max(srv->router);
+        if ((req->allow = malloc(allowlen)) == NULL)
+            return MHD_NO;
+        mg_router_match(srv->router, req->method, req->path, req->pathlen, &m, req->allow,
+                        allowlen);
+        req->route_error = 405;
+        return MHD_YES;
+    }
     if (mg__req_prepare(req, &m) != 0)
         return MHD_NO;
     req->route = m.data;

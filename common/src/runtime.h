@@ -76,6 +76,10 @@ void mg__req_free(struct mg_req *req);
 /* Fills headers, query arguments and captures; 0 or -1 on ENOMEM. */
 int mg__req_prepare(struct mg_req *req, const struct mg_route_match *m);
 
+/* Starts a detached thread for a handler that outlives the MHD callback
+ * (streams, uploads); 0 or an errno value. */
+int mg__start_handler_thread(void *(*fn)(void *), void *arg);
+
 /* Streams: run `fn` on a thread of its own; blocks until the handler has
  * written its first chunk or returned, then queues the answer. */
 enum MHD_Result mg__stream_start(struct mg_req *req, mg_stream_fn fn);

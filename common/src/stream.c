@@ -27,7 +27,6 @@
 #include "runtime.h"
 
 #define HIGH_WATER (64 * 1024)
-#define HANDLER_STACK (1024 * 1024)
 
 struct chunk {
     struct chunk *next;
@@ -287,13 +286,7 @@ enum MHD_Result mg__stream_start(struct mg_req *req, mg_stream_fn fn)
         s->fd = fcntl(ci->connect_fd, F_DUPFD_CLOEXEC, 3);
     req->stream = s;
 
-    pthread_attr_t attr;
-    pthread_t tid;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, HANDLER_STACK);
-    int err = pthread_create(&tid, &attr, handler_thread, s);
-    pthread_attr_destroy(&attr);
+    int err = mg__start_handler_thread(handler_thread, s);
     if (err != 0) {
         s->refs = 1;
         mg_log(MG_LOG_ERROR, "cannot start a stream handler thread: %s", strerror(err));

@@ -14,7 +14,6 @@
 #include "runtime.h"
 
 #define RING (256 * 1024)
-#define HANDLER_STACK (1024 * 1024)
 
 struct mg_upload {
     pthread_mutex_t mu;
@@ -76,13 +75,7 @@ int mg__upload_start(struct mg_req *req, mg_handler_fn fn, size_t max_body)
     u->refs = 2;
     req->upload = u;
 
-    pthread_attr_t attr;
-    pthread_t tid;
-    pthread_attr_init(&attr);
-    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&attr, HANDLER_STACK);
-    int err = pthread_create(&tid, &attr, upload_thread, u);
-    pthread_attr_destroy(&attr);
+    int err = mg__start_handler_thread(upload_thread, u);
     if (err != 0) {
         req->upload = NULL;
         u->req = NULL;

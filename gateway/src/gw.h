@@ -22,7 +22,6 @@ struct gateway {
     struct gw_module *modules;  /* enabled modules, in name order */
     size_t nmodules;
     struct mg_router *routes;   /* data: struct gw_module * */
-    size_t allow_max;
     char *run_dir;              /* 0700 directory of the module sockets */
     int listen_fd;
     char listen_addr[128];

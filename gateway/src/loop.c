@@ -384,7 +384,6 @@ void gw_loop_join_free(struct gw_loop *l)
     gw_loop_flush_access_log(l);
     for (size_t i = 0; i < l->neasy; i++)
         curl_easy_cleanup(l->easy_pool[i]);
-    free(l->easy_pool);
     free(l->by_fd);
     if (l->multi != NULL)
         curl_multi_cleanup(l->multi);

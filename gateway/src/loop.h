@@ -23,6 +23,10 @@
  * the loop still turns). */
 enum { GW_CMD_DEATH = 1, GW_CMD_DRAIN = 2, GW_CMD_PING = 4 };
 
+/* Idle curl handles kept per loop: enough for the usual concurrency, not a
+ * burst's worth (each holds a receive buffer). */
+#define GW_EASY_POOL_MAX 256
+
 struct gw_loop {
     struct gateway *gw;
     unsigned index;
@@ -49,8 +53,8 @@ struct gw_loop {
     void **by_fd;               /* client socket -> its current request */
     size_t nby_fd;
 
-    CURL **easy_pool;           /* idle easy handles, reused */
-    size_t neasy, capeasy;
+    CURL *easy_pool[GW_EASY_POOL_MAX]; /* idle easy handles, reused */
+    size_t neasy;
 
     struct mg_buf access_buf;   /* access-log lines not yet written */
     struct mg_ts_cache ts_cache;

@@ -25,6 +25,7 @@
 #include "tunnel.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <netinet/in.h>
@@ -46,6 +47,8 @@
 
 int gw_bytes_append(struct bytes *b, const void *data, size_t len, size_t max)
 {
+    if (len > max - b->len)
+        return -1;
     if (b->off > 0 && b->off + b->len + len > b->cap) {
         memmove(b->data, b->data + b->off, b->len);
         b->off = 0;
@@ -54,7 +57,7 @@ int gw_bytes_append(struct bytes *b, const void *data, size_t len, size_t max)
         size_t cap = b->cap ? b->cap : 1024;
         while (cap < b->len + len)
             cap *= 2;
-        if (cap > max && max >= b->len + len)
+        if (cap > max)
             cap = max;
         char *p = realloc(b->data, cap);
         if (p == NULL)
@@ -124,6 +127,7 @@ void gw_req_unref(struct request *r)
         return;
     free(r->target);
     free(r->local_body);
+    free(r->extra_value);
     free(r->tail);
     mg__buf_free(&r->resp_hdrs);
     gw_bytes_free(&r->up);
@@ -237,6 +241,14 @@ void gw_req_finish_failure(struct request *r)
     gw_req_resume(r);
 }
 
+/* Ends the transfer and answers at once with how it broke. */
+static void fail_now(struct request *r)
+{
+    r->upstream_failed = true;
+    gw_req_transfer_end(r);
+    gw_req_finish_failure(r);
+}
+
 void gw_req_transfer_failed(struct request *r)
 {
     r->upstream_failed = true;
@@ -260,7 +272,8 @@ size_t gw_req_on_header(char *buf, size_t size, size_t n, void *userp)
     if (len >= 5 && memcmp(buf, "HTTP/", 5) == 0) {
         const char *sp = memchr(buf, ' ', len);
         r->status = 0;
-        if (sp != NULL && (size_t)(sp - buf) + 4 <= len)
+        if (sp != NULL && (size_t)(sp - buf) + 4 <= len && isdigit((unsigned char)sp[1]) &&
+            isdigit((unsigned char)sp[2]) && isdigit((unsigned char)sp[3]))
             r->status = (sp[1] - '0') * 100 + (sp[2] - '0') * 10 + (sp[3] - '0');
         r->resp_hdrs.len = 0;
         r->resp_len = -1;
@@ -269,6 +282,8 @@ size_t gw_req_on_header(char *buf, size_t size, size_t n, void *userp)
     if (len <= 2 && (buf[0] == '\r' || buf[0] == '\n')) {
         if (r->status >= 100 && r->status < 200)
             return len; /* 100 Continue and friends: the real answer follows */
+        if (r->status < 200 || r->status > 599)
+            return 0; /* not an HTTP answer: fail the transfer (502) */
         r->headers_done = true;
         gw_list_remove(&r->link_timer);
         bool nobody = strcmp(r->method, "HEAD") == 0 || r->status == 204 || r->status == 304;
@@ -312,8 +327,8 @@ static size_t on_write(char *data, size_t size, size_t n, void *userp)
     struct request *r = userp;
     size_t len = size * n;
     if (!r->stream_mode) {
-        if (gw_bytes_append(&r->down, data, len, BUFFERED_MAX) != 0 || r->down.len > BUFFERED_MAX)
-            return 0;
+        if (gw_bytes_append(&r->down, data, len, BUFFERED_MAX) != 0)
+            return 0; /* more than its Content-Length said: fail the transfer */
         return len;
     }
     if (r->down.len >= HIGH_WATER) {
@@ -391,27 +406,12 @@ static CURL *easy_get(struct gw_loop *l)
     return e;
 }
 
-/* Idle easy handles kept per loop: enough for the usual concurrency, not a
- * burst's worth (each holds a receive buffer). */
-#define EASY_POOL_MAX 256
-
 static void easy_put(struct gw_loop *l, CURL *e)
 {
-    if (l->neasy >= EASY_POOL_MAX) {
+    if (l->neasy == GW_EASY_POOL_MAX)
         curl_easy_cleanup(e);
-        return;
-    }
-    if (l->neasy == l->capeasy) {
-        size_t cap = l->capeasy ? l->capeasy * 2 : 64;
-        CURL **p = realloc(l->easy_pool, cap * sizeof(*p));
-        if (p == NULL) {
-            curl_easy_cleanup(e);
-            return;
-        }
-        l->easy_pool = p;
-        l->capeasy = cap;
-    }
-    l->easy_pool[l->neasy++] = e;
+    else
+        l->easy_pool[l->neasy++] = e;
 }
 
 /* The module request's headers (RFC 9110 §7.6.1 for what is dropped; RFC
@@ -624,8 +624,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
         schedule_unpause(r);
     /* Nothing yet: wait without spinning (MHD-CURL-FACTS pitfall 2). */
     r->reader_waiting = true;
-    MHD_suspend_connection(r->conn);
-    r->suspended = true;
+    gw_req_suspend(r);
     return 0;
 }
 
@@ -679,8 +678,11 @@ static enum MHD_Result queue_answer(struct request *r)
                                      r->incarnation, r->cause, r->id,
                                      &r->bytes_out);
         }
-        if (resp != NULL && r->extra_name != NULL)
-            MHD_add_response_header(resp, r->extra_name, r->extra_value);
+        if (resp != NULL && r->extra_name != NULL &&
+            MHD_add_response_header(resp, r->extra_name, r->extra_value) != MHD_YES) {
+            MHD_destroy_response(resp);
+            resp = NULL;
+        }
     } else if (r->ws && r->status == 101) {
         status = 101;
         resp = gw_tunnel_response(r);
@@ -794,19 +796,23 @@ static enum MHD_Result count_header_bytes(void *cls, enum MHD_ValueKind kind, co
 static void route(struct request *r)
 {
     struct gateway *gw = r->loop->gw;
-    char allow[512];
     struct mg_route_match m;
-    enum mg_route_result found = mg_router_match(gw->routes, r->method, r->target, r->pathlen, &m,
-                                                 allow, sizeof(allow));
+    enum mg_route_result found =
+        mg_router_match(gw->routes, r->method, r->target, r->pathlen, &m, NULL, 0);
     if (found == MG_ROUTE_NO_PATH) {
         gw_req_set_error(r, 404, "no_route", "no route for %.*s", (int)r->pathlen, r->target);
         return;
     }
     if (found == MG_ROUTE_NO_METHOD) {
         gw_req_set_error(r, 405, "method_not_allowed", "%s is not allowed on %.*s", r->method,
-                  (int)r->pathlen, r->target);
-        r->extra_name = "Allow";
-        snprintf(r->extra_value, sizeof(r->extra_value), "%s", allow);
+                         (int)r->pathlen, r->target);
+        /* Rare: only now is the Allow list worth building. */
+        size_t len = mg_router_allow_max(gw->routes);
+        if ((r->extra_value = malloc(len)) != NULL) {
+            mg_router_match(gw->routes, r->method, r->target, r->pathlen, &m, r->extra_value,
+                            len);
+            r->extra_name = "Allow";
+        }
         return;
     }
     r->mod = m.data;
@@ -821,15 +827,15 @@ static void route(struct request *r)
     uint64_t secs = retry_at > now ? (retry_at - now + 999) / 1000 : 1;
     if (state == GW_FAILED)
         secs = (gw->cfg.restart.backoff_max_ms + 999) / 1000;
-    if (secs == 0)
-        secs = 1;
     const char *cause = state == GW_FAILED ? "failed"
                         : state == GW_STARTING ? "starting"
                         : state == GW_STOPPING || state == GW_STOPPED ? "stopping"
                                                                       : "restarting";
     gw_req_set_error(r, 503, cause, "module %s is %s", r->mod->name, gw_state_name(state));
-    r->extra_name = "Retry-After";
-    snprintf(r->extra_value, sizeof(r->extra_value), "%" PRIu64, secs);
+    if (asprintf(&r->extra_value, "%" PRIu64, secs) >= 0)
+        r->extra_name = "Retry-After";
+    else
+        r->extra_value = NULL;
 }
 
 static enum MHD_Result first_call(struct request *r, const char *method)
@@ -897,8 +903,7 @@ static enum MHD_Result first_call(struct request *r, const char *method)
 static enum MHD_Result take_upload(struct request *r, const char *data, size_t *size)
 {
     const struct gw_config *c = &r->loop->gw->cfg;
-    r->body_seen += *size;
-    if (r->body_seen > c->limits.max_body_bytes) {
+    if (r->body_seen + *size > c->limits.max_body_bytes) {
         gw_req_transfer_end(r);
         gw_list_remove(&r->link_timer);
         gw_req_set_error(r, 413, "too_large", "request body is over the limit of %" PRIu64 " bytes",
@@ -910,7 +915,7 @@ static enum MHD_Result take_upload(struct request *r, const char *data, size_t *
     size_t take = *size < room ? *size : room;
     if (take > 0 && gw_bytes_append(&r->up, data, take, SIZE_MAX) != 0)
         return MHD_NO;
-    r->body_seen -= *size - take; /* counted again when offered again */
+    r->body_seen += take; /* the rest is offered again */
     *size -= take;
     if (r->read_paused)
         schedule_unpause(r);
@@ -983,6 +988,10 @@ static void access_log(struct request *r, bool completed)
     char inc[16] = "-";
     if (r->incarnation > 0)
         snprintf(inc, sizeof(inc), "%u", r->incarnation);
+    /* Written out well before the buffer's cap, so no line is dropped
+     * however many requests end in one round. */
+    if (l->access_buf.len > 64 * 1024)
+        gw_loop_flush_access_log(l);
     mg__buf_printf(&l->access_buf, "%s %s %s %s %s %s %s %d %" PRIu64 " %.3f %s\n", ts,
                    r->id[0] ? r->id : "-", r->client[0] ? r->client : "-",
                    r->method ? r->method : "-", r->target, r->mod ? r->mod->name : "-", inc,
@@ -1079,12 +1088,9 @@ uint64_t gw_proxy_run_timers(struct gw_loop *l, uint64_t now)
             next = due;
             break;
         }
-        gw_list_remove(&r->link_timer);
         gw_req_set_error(r, 504, "timeout_headers", "module %s sent no response headers within %u ms",
-                  r->mod->name, c->limits.request_timeout_ms);
-        r->upstream_failed = true;
-        gw_req_transfer_end(r);
-        gw_req_finish_failure(r);
+                         r->mod->name, c->limits.request_timeout_ms);
+        fail_now(r);
     }
     unsigned idle = c->limits.stream_idle_timeout_ms;
     while (idle > 0 && !gw_list_empty(&l->idle_streams)) {
@@ -1095,20 +1101,14 @@ uint64_t gw_proxy_run_timers(struct gw_loop *l, uint64_t now)
                 next = due;
             break;
         }
-        gw_list_remove(&r->link_timer);
         if (r->ws_open) {
             r->cause = "timeout_idle";
             gw_tunnel_close(r);
             continue;
         }
-        r->cause = "timeout_idle";
-        free(r->local_body);
-        if (asprintf(&r->local_body, "stream from module %s was idle for %u ms", r->mod->name,
-                     idle) < 0)
-            r->local_body = NULL;
-        r->upstream_failed = true;
-        gw_req_transfer_end(r);
-        gw_req_finish_failure(r);
+        gw_req_set_error(r, 502, "timeout_idle", "stream from module %s was idle for %u ms",
+                         r->mod->name, idle);
+        fail_now(r);
     }
     while (!gw_list_empty(&l->death_waiters)) {
         struct request *r = gw_container_of(l->death_waiters.next, struct request, link_timer);
@@ -1130,16 +1130,13 @@ void gw_proxy_module_died(struct gw_loop *l)
         p = p->next;
         if (r->inc == NULL || !atomic_load_explicit(&r->inc->dead, memory_order_acquire))
             continue;
-        if (r->easy != NULL || (r->mfd >= 0 && !r->ws_open)) {
-            r->upstream_failed = true;
-            gw_req_transfer_end(r);
-            gw_list_remove(&r->link_timer);
-            gw_req_finish_failure(r);
-        } else if (r->upstream_failed && !r->failure_known) {
-            gw_req_finish_failure(r);
-        }
+        if (r->easy != NULL || (r->mfd >= 0 && !r->ws_open))
+            fail_now(r);
+        else if (r->upstream_failed && !r->failure_known)
+            gw_req_finish_failure(r); /* it was waiting to learn this */
     }
 }
+
 
 void gw_proxy_abort_all(struct gw_loop *l)
 {
@@ -1152,16 +1149,9 @@ void gw_proxy_abort_all(struct gw_loop *l)
             continue;
         }
         if (r->easy != NULL || r->mfd >= 0 || (r->upstream_failed && !r->failure_known)) {
-            r->upstream_failed = true;
-            gw_req_transfer_end(r);
-            gw_list_remove(&r->link_timer);
-            if (r->cause == NULL) {
-                r->cause = "shutdown";
-                free(r->local_body);
-                r->local_body = strdup("the gateway is shutting down");
-                r->local_status = 503;
-            }
-            gw_req_finish_failure(r);
+            if (r->cause == NULL)
+                gw_req_set_error(r, 503, "shutdown", "the gateway is shutting down");
+            fail_now(r);
         }
         gw_req_resume(r);
     }

@@ -59,7 +59,7 @@ struct request {
     char *local_body;              /* error message or local body */
     const char *local_ctype;
     const char *extra_name;        /* Allow / Retry-After */
-    char extra_value[512];
+    char *extra_value;
 
     /* The transfer to the module. */
     CURL *easy;

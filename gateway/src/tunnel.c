@@ -39,8 +39,8 @@ bool gw_tunnel_wanted(struct MHD_Connection *conn, const char *method)
     if (strcmp(method, "GET") != 0)
         return false;
     const char *up = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Upgrade");
-    const char *co = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Connection");
-    return has_token(up, "websocket") && has_token(co, "upgrade");
+    return up != NULL && has_token(up, "websocket") &&
+           has_token(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Connection"), "upgrade");
 }
 
 struct head_ctx {
@@ -118,8 +118,10 @@ int gw_tunnel_start(struct request *r)
         gw_req_set_error(r, 431, "headers_too_large", "WebSocket handshake too large");
         return -1;
     }
-    gw_bytes_append(&r->hs, hs.data, hs.len, SIZE_MAX);
-    mg__buf_free(&hs);
+    /* The handshake goes out from `hs` itself: hand its bytes over. */
+    r->hs.len = hs.len;
+    r->hs.cap = hs.cap;
+    r->hs.data = mg__buf_steal(&hs, NULL);
     r->mfd = fd;
     r->mmask = EPOLLOUT | EPOLLIN;
     if (gw_loop_watch(r->loop, fd, GW_FD_TUNNEL_MODULE, r->mmask, r, true) != 0) {
@@ -196,8 +198,12 @@ static void head_received(struct request *r, size_t head_len)
     }
     /* Bytes after the head belong to the body (an error) or the tunnel. */
     size_t rest = r->hs.len - head_len;
-    if (rest > 0)
-        gw_bytes_append(&r->down, r->hs.data + r->hs.off + head_len, rest, SIZE_MAX);
+    if (rest > 0 && gw_bytes_append(&r->down, r->hs.data + r->hs.off + head_len, rest,
+                                    SIZE_MAX) != 0) {
+        r->result = CURLE_OUT_OF_MEMORY;
+        gw_req_transfer_failed(r);
+        return;
+    }
     gw_bytes_free(&r->hs);
     gw_list_remove(&r->link_timer);
     if (r->status == 101) {
@@ -277,8 +283,10 @@ static void on_upgrade(void *cls, struct MHD_Connection *conn, void *con_cls,
     r->urh = urh;
     r->cfd = sock;
     r->ws_open = true;
-    if (extra_in_size > 0)
-        gw_bytes_append(&r->up, extra_in, extra_in_size, SIZE_MAX);
+    if (extra_in_size > 0 && gw_bytes_append(&r->up, extra_in, extra_in_size, SIZE_MAX) != 0) {
+        gw_tunnel_close(r);
+        return;
+    }
     /* The client socket was watched for hang-ups only; now it is ours. */
     r->cmask = 0;
     if (gw_loop_watch(r->loop, sock, GW_FD_TUNNEL_CLIENT, EPOLLIN, r, false) == 0)
