@@ -21,7 +21,7 @@ ensure_packages() {
 }
 
 BUILD_PACKAGES=(build-essential cmake pkg-config libmicrohttpd-dev libcurl4-openssl-dev
-                libjansson-dev)
+                libjansson-dev nettle-dev)
 TEST_PACKAGES=(libcriterion-dev curl)
 
 # build DIR [cmake options...]: configures (if needed) and builds.

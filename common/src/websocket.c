@@ -8,10 +8,11 @@
  * (poll around the non-blocking socket MHD gave us).
  */
 #include <errno.h>
+#include <nettle/base64.h>
+#include <nettle/sha1.h>
 #include <poll.h>
 #include <pthread.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -23,88 +24,19 @@
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define MAX_MESSAGE (16u << 20) /* larger messages close the session (1009) */
 
-/* ---- SHA-1 (FIPS 180-4), only for the handshake ------------------------- */
+/* Sec-WebSocket-Accept for `key` (RFC 6455 §4.2.2). */
+#define WS_ACCEPT_LEN BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE)
 
-static uint32_t rol(uint32_t x, int n)
+static void ws_accept(const char *key, char out[WS_ACCEPT_LEN + 1])
 {
-    return (x << n) | (x >> (32 - n));
-}
-
-static void sha1(const unsigned char *msg, size_t len, unsigned char out[20])
-{
-    uint32_t h[5] = { 0x67452301, 0xEFCDAB89, 0x98BADCFE, 0x10325476, 0xC3D2E1F0 };
-    size_t total = ((len + 8) / 64 + 1) * 64;
-    unsigned char *buf = calloc(1, total);
-    if (buf == NULL) {
-        memset(out, 0, 20);
-        return;
-    }
-    memcpy(buf, msg, len);
-    buf[len] = 0x80;
-    uint64_t bits = (uint64_t)len * 8;
-    for (int i = 0; i < 8; i++)
-        buf[total - 1 - i] = (unsigned char)(bits >> (8 * i));
-    for (size_t off = 0; off < total; off += 64) {
-        uint32_t w[80];
-        for (int i = 0; i < 16; i++)
-            w[i] = (uint32_t)buf[off + 4 * i] << 24 | (uint32_t)buf[off + 4 * i + 1] << 16 |
-                   (uint32_t)buf[off + 4 * i + 2] << 8 | buf[off + 4 * i + 3];
-        for (int i = 16; i < 80; i++)
-            w[i] = rol(w[i - 3] ^ w[i - 8] ^ w[i - 14] ^ w[i - 16], 1);
-        uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
-        for (int i = 0; i < 80; i++) {
-            uint32_t f, k;
-            if (i < 20) {
-                f = (b & c) | (~b & d);
-                k = 0x5A827999;
-            } else if (i < 40) {
-                f = b ^ c ^ d;
-                k = 0x6ED9EBA1;
-            } else if (i < 60) {
-                f = (b & c) | (b & d) | (c & d);
-                k = 0x8F1BBCDC;
-            } else {
-                f = b ^ c ^ d;
-                k = 0xCA62C1D6;
-            }
-            uint32_t t = rol(a, 5) + f + e + k + w[i];
-            e = d;
-            d = c;
-            c = rol(b, 30);
-            b = a;
-            a = t;
-        }
-        h[0] += a;
-        h[1] += b;
-        h[2] += c;
-        h[3] += d;
-        h[4] += e;
-    }
-    free(buf);
-    for (int i = 0; i < 5; i++) {
-        out[4 * i] = (unsigned char)(h[i] >> 24);
-        out[4 * i + 1] = (unsigned char)(h[i] >> 16);
-        out[4 * i + 2] = (unsigned char)(h[i] >> 8);
-        out[4 * i + 3] = (unsigned char)h[i];
-    }
-}
-
-static void base64(const unsigned char *in, size_t len, char *out)
-{
-    static const char tbl[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 3) {
-        uint32_t v = (uint32_t)in[i] << 16;
-        if (i + 1 < len)
-            v |= (uint32_t)in[i + 1] << 8;
-        if (i + 2 < len)
-            v |= in[i + 2];
-        out[o++] = tbl[(v >> 18) & 63];
-        out[o++] = tbl[(v >> 12) & 63];
-        out[o++] = i + 1 < len ? tbl[(v >> 6) & 63] : '=';
-        out[o++] = i + 2 < len ? tbl[v & 63] : '=';
-    }
-    out[o] = '\0';
+    struct sha1_ctx ctx;
+    uint8_t digest[SHA1_DIGEST_SIZE];
+    sha1_init(&ctx);
+    sha1_update(&ctx, strlen(key), (const uint8_t *)key);
+    sha1_update(&ctx, strlen(WS_GUID), (const uint8_t *)WS_GUID);
+    sha1_digest(&ctx, sizeof(digest), digest);
+    base64_encode_raw(out, sizeof(digest), digest);
+    out[WS_ACCEPT_LEN] = '\0';
 }
 
 /* ---- the session ---------------------------------------------------------- */
@@ -426,12 +358,8 @@ enum MHD_Result mg__ws_start(struct mg_req *req)
             MHD_destroy_response(r);
         return ok;
     }
-    char joined[160];
-    snprintf(joined, sizeof(joined), "%s%s", key, WS_GUID);
-    unsigned char digest[20];
-    sha1((const unsigned char *)joined, strlen(joined), digest);
-    char accept[32];
-    base64(digest, sizeof(digest), accept);
+    char accept[WS_ACCEPT_LEN + 1];
+    ws_accept(key, accept);
 
     /* The request lives until the connection closes, after the session. */
     r = MHD_create_response_for_upgrade(on_upgrade, req);

@@ -13,11 +13,10 @@
 
 #include <ctype.h>
 #include <jansson.h>
+#include <nettle/sha2.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "sha256.h"
 
 static int describe(mg_req *req, mg_res *res)
 {
@@ -52,13 +51,13 @@ static int describe(mg_req *req, mg_res *res)
         free(lower);
     }
     /* The body is hashed as it arrives: any size passes through. */
-    struct sha256 ctx;
+    struct sha256_ctx ctx;
     sha256_init(&ctx);
     size_t blen = 0;
     char buf[64 * 1024];
     long got;
     while ((got = mg_req_read(req, buf, sizeof(buf))) > 0) {
-        sha256_update(&ctx, buf, (size_t)got);
+        sha256_update(&ctx, (size_t)got, (const uint8_t *)buf);
         blen += (size_t)got;
     }
     if (got < 0) {
@@ -66,10 +65,10 @@ static int describe(mg_req *req, mg_res *res)
         json_decref(headers);
         return mg_res_error(res, 400, "the request body broke off");
     }
-    unsigned char digest[32];
-    sha256_final(&ctx, digest);
-    char hex[65];
-    for (int i = 0; i < 32; i++)
+    uint8_t digest[SHA256_DIGEST_SIZE];
+    sha256_digest(&ctx, sizeof(digest), digest);
+    char hex[2 * SHA256_DIGEST_SIZE + 1];
+    for (size_t i = 0; i < sizeof(digest); i++)
         snprintf(hex + 2 * i, 3, "%02x", digest[i]);
     json_t *o = json_pack("{s:s, s:s, s:o, s:o, s:I, s:s}", "method", mg_req_method(req),
                           "path", mg_req_path(req), "query", query, "headers", headers,

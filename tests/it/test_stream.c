@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <nettle/sha2.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -12,7 +13,6 @@
 #include <unistd.h>
 
 #include "harness.h"
-#include "sha256.h"
 
 TestSuite(stream, .timeout = 120);
 
@@ -266,7 +266,7 @@ Test(stream, a_client_that_stops_reading_keeps_memory_flat)
 struct upload {
     uint64_t left;
     uint64_t pos;
-    struct sha256 sha;
+    struct sha256_ctx sha;
 };
 
 static size_t on_upload(char *p, size_t size, size_t n, void *userp)
@@ -277,7 +277,7 @@ static size_t on_upload(char *p, size_t size, size_t n, void *userp)
         len = (size_t)u->left;
     for (size_t i = 0; i < len; i++)
         p[i] = (char)((u->pos + i) * 7 % 253);
-    sha256_update(&u->sha, p, len);
+    sha256_update(&u->sha, len, (const uint8_t *)p);
     u->pos += len;
     u->left -= len;
     return len;
@@ -329,10 +329,10 @@ Test(stream, chunked_upload_of_50_mib_is_streamed_intact)
     uint64_t total = 50ull << 20;
     cr_assert_eq(chunked_upload(gwp_url(&g, "/echo/upload"), total, &u, &r), CURLE_OK);
     cr_expect_eq(r.status, 200, "%s", r.body);
-    unsigned char d[32];
-    sha256_final(&u.sha, d);
-    char hex[65];
-    for (int i = 0; i < 32; i++)
+    uint8_t d[SHA256_DIGEST_SIZE];
+    sha256_digest(&u.sha, sizeof(d), d);
+    char hex[2 * SHA256_DIGEST_SIZE + 1];
+    for (size_t i = 0; i < sizeof(d); i++)
         snprintf(hex + 2 * i, 3, "%02x", d[i]);
     json_t *j = json_loads(r.body, 0, NULL);
     cr_assert_not_null(j, "%s", r.body);
