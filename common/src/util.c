@@ -58,7 +58,7 @@ void mg__buf_init(struct mg_buf *b, size_t max)
     b->max = max;
 }
 
-static int buf_reserve(struct mg_buf *b, size_t extra)
+int mg__buf_reserve(struct mg_buf *b, size_t extra)
 {
     if (extra > b->max - b->len)
         return -1;
@@ -80,7 +80,7 @@ static int buf_reserve(struct mg_buf *b, size_t extra)
 
 int mg__buf_append(struct mg_buf *b, const void *data, size_t len)
 {
-    if (buf_reserve(b, len) != 0)
+    if (mg__buf_reserve(b, len) != 0)
         return -1;
     if (len > 0)
         memcpy(b->data + b->len, data, len);
@@ -95,7 +95,7 @@ int mg__buf_printf(struct mg_buf *b, const char *fmt, ...)
     va_start(ap, fmt);
     int n = vsnprintf(NULL, 0, fmt, ap);
     va_end(ap);
-    if (n < 0 || buf_reserve(b, (size_t)n) != 0)
+    if (n < 0 || mg__buf_reserve(b, (size_t)n) != 0)
         return -1;
     va_start(ap, fmt);
     vsnprintf(b->data + b->len, (size_t)n + 1, fmt, ap);

@@ -33,6 +33,9 @@ struct mg_buf {
 };
 void mg__buf_init(struct mg_buf *b, size_t max);
 int mg__buf_append(struct mg_buf *b, const void *data, size_t len);
+/* Makes room for `extra` more bytes (and a NUL) past len; 0, or -1 past
+ * the cap or on ENOMEM. */
+int mg__buf_reserve(struct mg_buf *b, size_t extra);
 int mg__buf_printf(struct mg_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Appends `s` as a JSON string literal, quotes included. */
 int mg__buf_json_string(struct mg_buf *b, const char *s, size_t len);

@@ -1,6 +1,10 @@
 #include "curl_epoll.h"
 
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 
 int gw_curl_epoll_socket(CURLM *multi, int epfd, curl_socket_t s, int what, void *socketp,
                          uint64_t tag)
@@ -34,4 +38,97 @@ int gw_curl_epoll_flags(uint32_t events)
     if (events & (EPOLLERR | EPOLLHUP))
         flags |= CURL_CSELECT_ERR;
     return flags;
+}
+
+/* gw_curl_watch state bits: the events the descriptor is registered for
+ * (none: not in the set), and whether curl currently watches it. */
+enum { W_IN = 1, W_OUT = 2, W_REGISTERED = 4, W_WANTED = 8 };
+
+static int grow(struct gw_curl_watch *w, int fd)
+{
+    if ((size_t)fd < w->n)
+        return 0;
+    size_t n = w->n ? w->n : 1024;
+    while (n <= (size_t)fd)
+        n *= 2;
+    uint8_t *grown = realloc(w->state, n);
+    if (grown == NULL)
+        return -1;
+    memset(grown + w->n, 0, n - w->n);
+    w->state = grown;
+    w->n = n;
+    return 0;
+}
+
+int gw_curl_watch_socket(struct gw_curl_watch *w, curl_socket_t s, int what, uint64_t tag)
+{
+    if (s < 0 || grow(w, s) != 0) {
+        errno = s < 0 ? EBADF : ENOMEM;
+        return -1;
+    }
+    uint8_t *st = &w->state[s];
+    if (what == CURL_POLL_REMOVE) {
+        *st &= (uint8_t)~W_WANTED; /* left in the set: see the header */
+        return 0;
+    }
+    uint8_t want = (uint8_t)(((what & CURL_POLL_IN) ? W_IN : 0) | ((what & CURL_POLL_OUT) ? W_OUT : 0));
+    if ((*st & W_REGISTERED) && (*st & (W_IN | W_OUT)) == want) {
+        *st |= W_WANTED;
+        return 0;
+    }
+    struct epoll_event ev = {
+        .events = ((want & W_IN) ? EPOLLIN : 0u) | ((want & W_OUT) ? EPOLLOUT : 0u),
+        .data.u64 = tag,
+    };
+    int op = (*st & W_REGISTERED) ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (epoll_ctl(w->epfd, op, s, &ev) != 0 &&
+        epoll_ctl(w->epfd, op == EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, s, &ev) != 0) {
+        *st = 0;
+        return -1;
+    }
+    *st = (uint8_t)(want | W_REGISTERED | W_WANTED);
+    return 0;
+}
+
+bool gw_curl_watch_event(struct gw_curl_watch *w, curl_socket_t s)
+{
+    if (s < 0 || (size_t)s >= w->n)
+        return true;
+    uint8_t *st = &w->state[s];
+    if (*st & W_WANTED)
+        return true;
+    /* An idle keep-alive connection stirred: the module closed it or wrote
+     * out of turn. curl checks a connection before reusing it, so only the
+     * level-triggered registration needs to go. */
+    if (*st & W_REGISTERED)
+        epoll_ctl(w->epfd, EPOLL_CTL_DEL, s, NULL);
+    *st = 0;
+    return false;
+}
+
+static curl_socket_t open_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+    (void)purpose;
+    struct gw_curl_watch *w = clientp;
+    int fd = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+    if (fd < 0)
+        return CURL_SOCKET_BAD;
+    /* Any state left for this number belonged to a socket that is closed
+     * (which took it out of the epoll set). */
+    if ((size_t)fd < w->n)
+        w->state[fd] = 0;
+    return fd;
+}
+
+void gw_curl_watch_easy(struct gw_curl_watch *w, CURL *easy)
+{
+    curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, open_socket);
+    curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, w);
+}
+
+void gw_curl_watch_free(struct gw_curl_watch *w)
+{
+    free(w->state);
+    w->state = NULL;
+    w->n = 0;
 }

@@ -28,13 +28,16 @@
 
 enum { TAG_MHD = 1, TAG_WAKE = 2, TAG_CURL = 3 }; /* then enum gw_fd_kind */
 
+/* How long an access-log line may wait in memory. */
+#define ACCESS_LOG_DELAY_MS 100
+
 #define TAG(kind, fd) (((uint64_t)(kind) << 32) | (uint32_t)(fd))
 
 static int on_curl_socket(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
-    (void)easy;
+    (void)easy, (void)socketp;
     struct gw_loop *l = userp;
-    if (gw_curl_epoll_socket(l->multi, l->epfd, s, what, socketp, TAG(TAG_CURL, s)) != 0) {
+    if (gw_curl_watch_socket(&l->curl_watch, s, what, TAG(TAG_CURL, s)) != 0) {
         gw_log(GW_ERROR, "loop %u: epoll_ctl for a module connection: %s", l->index,
                strerror(errno));
         return -1;
@@ -82,6 +85,7 @@ struct gw_loop *gw_loop_new(struct gateway *gw, unsigned index, char *err, size_
     l->index = index;
     l->epfd = epoll_create1(EPOLL_CLOEXEC);
     l->wakefd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    l->curl_watch.epfd = l->epfd;
     l->curl_deadline_ms = -1;
     gw_list_init(&l->requests);
     gw_list_init(&l->header_waiters);
@@ -310,12 +314,19 @@ static void *loop_main(void *arg)
             }
         }
         uint64_t timers_at = gw_proxy_run_timers(l, now);
+        /* Access-log lines go out in batches, at most ACCESS_LOG_DELAY_MS
+         * after they were added (nginx's "buffer= flush=" in small). */
+        if (l->access_buf.len > 0) {
+            uint64_t due = l->access_since_ms + ACCESS_LOG_DELAY_MS;
+            if (now >= due || l->access_buf.len > 32 * 1024)
+                gw_loop_flush_access_log(l);
+            else if (due < timers_at)
+                timers_at = due;
+        }
         uint64_t mhd_at;
         int timeout = compute_timeout(l, now, timers_at, &mhd_at);
         if (final_rounds > 0 && (timeout < 0 || timeout > 10))
             timeout = 10;
-        if (timeout != 0 || l->access_buf.len > 32 * 1024)
-            gw_loop_flush_access_log(l);
 
         int n = epoll_wait(l->epfd, evs, (int)(sizeof(evs) / sizeof(evs[0])), timeout);
         if (n < 0 && errno != EINTR) {
@@ -334,7 +345,7 @@ static void *loop_main(void *arg)
                 uint64_t v;
                 ssize_t r = read(l->wakefd, &v, sizeof(v));
                 (void)r;
-            } else {
+            } else if (gw_curl_watch_event(&l->curl_watch, fd)) {
                 int running;
                 curl_multi_socket_action(l->multi, fd, gw_curl_epoll_flags(evs[i].events),
                                          &running);
@@ -343,14 +354,27 @@ static void *loop_main(void *arg)
         now = mg__now_ms();
         run_curl_timeout(l, now);
         read_curl_messages(l);
-        if (mhd_ready || l->resumed || now >= mhd_at || n == 0) {
-            l->resumed = false;
-            MHD_run(l->mhd);
+        bool run_mhd = mhd_ready || l->resumed || now >= mhd_at || n == 0;
+        /* libmicrohttpd often has more to do at once: a connection that
+         * has just been answered goes back to reading in the next run, and
+         * a transfer that completes inside curl's call below resumes one.
+         * Running it again here saves a trip through epoll_wait; a few
+         * rounds at most, so that the other descriptors are not kept
+         * waiting. */
+        for (unsigned round = 1;; round++) {
+            if (run_mhd) {
+                l->resumed = false;
+                MHD_run(l->mhd);
+            }
+            gw_proxy_run_unpauses(l);
+            /* Transfers added during MHD_run asked for an immediate timeout. */
+            run_curl_timeout(l, mg__now_ms());
+            read_curl_messages(l);
+            MHD_UNSIGNED_LONG_LONG mt;
+            run_mhd = l->resumed || (MHD_get_timeout(l->mhd, &mt) == MHD_YES && mt == 0);
+            if (!run_mhd || round == 3)
+                break;
         }
-        gw_proxy_run_unpauses(l);
-        /* Transfers added during MHD_run asked for an immediate timeout. */
-        run_curl_timeout(l, mg__now_ms());
-        read_curl_messages(l);
     }
     gw_loop_flush_access_log(l);
     atomic_fetch_sub(&l->gw->loops_running, 1);
@@ -387,6 +411,7 @@ void gw_loop_join_free(struct gw_loop *l)
     free(l->by_fd);
     if (l->multi != NULL)
         curl_multi_cleanup(l->multi);
+    gw_curl_watch_free(&l->curl_watch);
     mg__buf_free(&l->access_buf);
     if (l->epfd >= 0)
         close(l->epfd);

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "curl_epoll.h"
 #include "gw.h"
 #include "list.h"
 #include "util.h"
@@ -39,6 +40,7 @@ struct gw_loop {
     struct MHD_Daemon *mhd;
     int mhd_fd;
     CURLM *multi;
+    struct gw_curl_watch curl_watch; /* curl's sockets in epfd */
     int64_t curl_deadline_ms;   /* -1: curl wants no timeout */
     bool resumed;               /* a connection was resumed since the last MHD_run */
 
@@ -57,6 +59,7 @@ struct gw_loop {
     size_t neasy;
 
     struct mg_buf access_buf;   /* access-log lines not yet written */
+    uint64_t access_since_ms;   /* when the oldest of them was added */
     struct mg_ts_cache ts_cache;
     uint64_t rng[2];
 

@@ -37,6 +37,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 
+#include "accesslog.h"
 #include "admin.h"
 #include "errors.h"
 #include "headers.h"
@@ -401,8 +402,11 @@ static CURL *easy_get(struct gw_loop *l)
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, gw_req_on_header);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
-    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+    /* Only the host part matters (the Host header is the client's own);
+     * the path is CURLOPT_REQUEST_TARGET. */
+    curl_easy_setopt(e, CURLOPT_URL, "http://module/");
     curl_easy_setopt(e, CURLOPT_MAXREDIRS, 0L);
+    gw_curl_watch_easy(&l->curl_watch, e);
     return e;
 }
 
@@ -523,15 +527,9 @@ static int start_transfer(struct request *r, int64_t content_length)
     if (r->easy == NULL)
         return -1;
     CURL *e = r->easy;
-    char small[1024];
-    char *url = small;
-    size_t need = strlen(r->target) + 16;
-    if (need > sizeof(small) && (url = malloc(need)) == NULL)
-        return -1;
-    snprintf(url, need > sizeof(small) ? need : sizeof(small), "http://module%s", r->target);
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    if (url != small)
-        free(url);
+    /* The client's request target goes out as it came, byte for byte:
+     * curl neither parses nor normalizes it (the URL is a constant). */
+    curl_easy_setopt(e, CURLOPT_REQUEST_TARGET, r->target);
     curl_easy_setopt(e, CURLOPT_UNIX_SOCKET_PATH, r->inc->socket_path);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, r->hdrs);
     curl_easy_setopt(e, CURLOPT_PRIVATE, r);
@@ -777,10 +775,16 @@ static void client_address(struct request *r)
     if (ci == NULL || ci->client_addr == NULL)
         return;
     const struct sockaddr *sa = ci->client_addr;
-    if (sa->sa_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, r->client,
-                  sizeof(r->client));
-    else if (sa->sa_family == AF_INET6)
+    if (sa->sa_family == AF_INET) {
+        /* By hand: inet_ntop goes through sprintf, for every request. */
+        const unsigned char *a =
+            (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
+        char *p = r->client;
+        for (int i = 0; i < 4; i++) {
+            p = gw_fmt_u64(p, a[i]);
+            *p++ = i < 3 ? '.' : '\0';
+        }
+    } else if (sa->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, r->client,
                   sizeof(r->client));
 }
@@ -845,11 +849,13 @@ static enum MHD_Result first_call(struct request *r, const char *method)
     r->method = method;
     client_address(r);
     const char *rid = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Request-Id");
-    if (rid != NULL && gw_request_id_valid(rid))
+    if (rid != NULL && gw_request_id_valid(rid)) {
         snprintf(r->id, sizeof(r->id), "%s", rid);
-    else
-        snprintf(r->id, sizeof(r->id), "%016" PRIx64 "%016" PRIx64, rng_next(l->rng),
-                 rng_next(l->rng));
+    } else {
+        gw_fmt_hex64(r->id, rng_next(l->rng));
+        gw_fmt_hex64(r->id + 16, rng_next(l->rng));
+        r->id[32] = '\0';
+    }
 
     size_t hbytes = strlen(r->target) + strlen(method) + 12;
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_header_bytes, &hbytes);
@@ -975,27 +981,26 @@ static void access_log(struct request *r, bool completed)
     struct gw_loop *l = r->loop;
     char ts[32];
     mg__timestamp_cached(&l->ts_cache, ts);
-    int status = r->final_status;
-    const char *cause = r->cause;
+    struct gw_access_entry e = {
+        .time = ts, .id = r->id, .client = r->client, .method = r->method,
+        .target = r->target, .module = r->mod ? r->mod->name : NULL, .cause = r->cause,
+        .incarnation = r->incarnation, .status = r->final_status, .bytes = r->bytes_out,
+        .duration_us = mg__now_us() - r->start_us,
+    };
     if (!completed) {
-        status = 499; /* the client went away before the end */
-        if (cause == NULL)
-            cause = "client_gone";
+        e.status = 499; /* the client went away before the end */
+        if (e.cause == NULL)
+            e.cause = "client_gone";
     }
-    uint64_t us = mg__now_us() - r->start_us;
-    double ms = (double)us / 1000.0;
-    gw_metrics_request(r->mod ? &r->mod->metrics : &l->gw->unrouted, status, us);
-    char inc[16] = "-";
-    if (r->incarnation > 0)
-        snprintf(inc, sizeof(inc), "%u", r->incarnation);
+    gw_metrics_request(r->mod ? &r->mod->metrics : &l->gw->unrouted, e.status, e.duration_us);
     /* Written out well before the buffer's cap, so no line is dropped
      * however many requests end in one round. */
     if (l->access_buf.len > 64 * 1024)
         gw_loop_flush_access_log(l);
-    mg__buf_printf(&l->access_buf, "%s %s %s %s %s %s %s %d %" PRIu64 " %.3f %s\n", ts,
-                   r->id[0] ? r->id : "-", r->client[0] ? r->client : "-",
-                   r->method ? r->method : "-", r->target, r->mod ? r->mod->name : "-", inc,
-                   status, r->bytes_out, ms, cause ? cause : "-");
+    if (l->access_buf.len == 0)
+        l->access_since_ms = mg__now_ms();
+    if (gw_access_format(&l->access_buf, &e) != 0)
+        gw_log(GW_WARN, "loop %u: out of memory for an access-log line", l->index);
 }
 
 void gw_proxy_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,

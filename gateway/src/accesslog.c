@@ -1,0 +1,77 @@
+#include "accesslog.h"
+
+#include <string.h>
+
+char *gw_fmt_u64(char *p, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    while (n > 0)
+        *p++ = tmp[--n];
+    return p;
+}
+
+void gw_fmt_hex64(char *p, uint64_t v)
+{
+    static const char digits[] = "0123456789abcdef";
+    for (int i = 15; i >= 0; i--, v >>= 4)
+        p[i] = digits[v & 15];
+}
+
+static char *put_field(char *p, const char *s)
+{
+    if (s == NULL || s[0] == '\0')
+        s = "-";
+    size_t n = strlen(s);
+    memcpy(p, s, n);
+    p[n] = ' ';
+    return p + n + 1;
+}
+
+static size_t field_len(const char *s)
+{
+    return (s == NULL || s[0] == '\0' ? 1 : strlen(s)) + 1;
+}
+
+int gw_access_format(struct mg_buf *b, const struct gw_access_entry *e)
+{
+    /* Text fields, then room for incarnation, status, bytes and the
+     * duration as numbers (20 digits each at most) and their separators. */
+    size_t max = field_len(e->time) + field_len(e->id) + field_len(e->client) +
+                 field_len(e->method) + field_len(e->target) + field_len(e->module) +
+                 field_len(e->cause) + 4 * 21 + 4;
+    if (mg__buf_reserve(b, max) != 0)
+        return -1;
+    char *p = b->data + b->len;
+    p = put_field(p, e->time);
+    p = put_field(p, e->id);
+    p = put_field(p, e->client);
+    p = put_field(p, e->method);
+    p = put_field(p, e->target);
+    p = put_field(p, e->module);
+    if (e->incarnation > 0)
+        p = gw_fmt_u64(p, e->incarnation);
+    else
+        *p++ = '-';
+    *p++ = ' ';
+    p = gw_fmt_u64(p, e->status > 0 ? (uint64_t)e->status : 0);
+    *p++ = ' ';
+    p = gw_fmt_u64(p, e->bytes);
+    *p++ = ' ';
+    p = gw_fmt_u64(p, e->duration_us / 1000);
+    *p++ = '.';
+    unsigned frac = (unsigned)(e->duration_us % 1000);
+    *p++ = (char)('0' + frac / 100);
+    *p++ = (char)('0' + frac / 10 % 10);
+    *p++ = (char)('0' + frac % 10);
+    *p++ = ' ';
+    p = put_field(p, e->cause);
+    p[-1] = '\n';
+    b->len = (size_t)(p - b->data);
+    b->data[b->len] = '\0';
+    return 0;
+}
