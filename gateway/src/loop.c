@@ -106,7 +106,9 @@ struct gw_loop *gw_loop_new(struct gateway *gw, unsigned index, char *err, size_
     }
 
     l->multi = curl_multi_init();
-    if (l->multi == NULL) {
+    l->module_url = curl_url();
+    if (l->multi == NULL || l->module_url == NULL ||
+        curl_url_set(l->module_url, CURLUPART_URL, "http://module/", 0) != CURLUE_OK) {
         snprintf(err, errlen, "curl_multi_init failed");
         goto fail;
     }
@@ -412,6 +414,7 @@ void gw_loop_join_free(struct gw_loop *l)
     if (l->multi != NULL)
         curl_multi_cleanup(l->multi);
     gw_curl_watch_free(&l->curl_watch);
+    curl_url_cleanup(l->module_url);
     mg__buf_free(&l->access_buf);
     if (l->epfd >= 0)
         close(l->epfd);

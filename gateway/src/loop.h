@@ -41,6 +41,7 @@ struct gw_loop {
     int mhd_fd;
     CURLM *multi;
     struct gw_curl_watch curl_watch; /* curl's sockets in epfd */
+    CURLU *module_url;          /* every transfer's URL, parsed once */
     int64_t curl_deadline_ms;   /* -1: curl wants no timeout */
     bool resumed;               /* a connection was resumed since the last MHD_run */
 

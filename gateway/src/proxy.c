@@ -403,8 +403,9 @@ static CURL *easy_get(struct gw_loop *l)
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
     /* Only the host part matters (the Host header is the client's own);
-     * the path is CURLOPT_REQUEST_TARGET. */
-    curl_easy_setopt(e, CURLOPT_URL, "http://module/");
+     * the path is CURLOPT_REQUEST_TARGET. Given parsed, it is not parsed
+     * again for every transfer. */
+    curl_easy_setopt(e, CURLOPT_CURLU, l->module_url);
     curl_easy_setopt(e, CURLOPT_MAXREDIRS, 0L);
     gw_curl_watch_easy(&l->curl_watch, e);
     return e;
