@@ -491,8 +491,10 @@ static void forwarding_headers(struct hdr_pass *p, struct request *r, const char
         emit(p, "X-Forwarded-For: ", r->client, "", "");
     emit(p, "X-Forwarded-Proto: http", "", "", "");
     emit(p, "X-Request-Id: ", r->id, "", "");
-    /* Stop curl from adding headers the client did not send. */
-    emit(p, "Expect:", "", "", "");
+    /* Stop curl from adding headers the client did not send (it adds
+     * Expect only to requests with a body). */
+    if (r->has_body)
+        emit(p, "Expect:", "", "", "");
     if (!p->has_accept)
         emit(p, "Accept:", "", "", "");
     if (!p->has_ctype && r->has_body)
