@@ -787,9 +787,10 @@ static void client_address(struct request *r)
             p = gw_fmt_u64(p, a[i]);
             *p++ = i < 3 ? '.' : '\0';
         }
-    } else if (sa->sa_family == AF_INET6)
+    } else if (sa->sa_family == AF_INET6) {
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, r->client,
                   sizeof(r->client));
+    }
 }
 
 static enum MHD_Result count_header_bytes(void *cls, enum MHD_ValueKind kind, const char *k,
