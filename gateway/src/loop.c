@@ -71,7 +71,12 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
     size_t n = strlen(msg);
     while (n > 0 && msg[n - 1] == '\n')
         msg[--n] = '\0';
-    gw_log(GW_WARN, "loop %u: libmicrohttpd: %s", l->index, msg);
+    /* A client that leaves mid-response (499 in access.log), or a response
+     * we cut on purpose (END_WITH_ERROR: the client left, or the module
+     * died inside a sized body, logged with its cause) is no warning. */
+    bool routine = strstr(msg, "closed by remote peer") != NULL ||
+                   strstr(msg, "Application reported internal error") != NULL;
+    gw_log(routine ? GW_INFO : GW_WARN, "loop %u: libmicrohttpd: %s", l->index, msg);
 }
 
 struct gw_loop *gw_loop_new(struct gateway *gw, unsigned index, char *err, size_t errlen)
