@@ -1,6 +1,8 @@
 #include "curl_epoll.h"
 
+#include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
@@ -115,15 +117,70 @@ static curl_socket_t open_socket(void *clientp, curlsocktype purpose, struct cur
         return CURL_SOCKET_BAD;
     /* Any state left for this number belonged to a socket that is closed
      * (which took it out of the epoll set). */
-    if ((size_t)fd < w->n)
+    if (w != NULL && (size_t)fd < w->n)
         w->state[fd] = 0;
     return fd;
 }
 
-void gw_curl_watch_easy(struct gw_curl_watch *w, CURL *easy)
+void gw_curl_open_cloexec(CURL *easy, struct gw_curl_watch *w)
 {
     curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, open_socket);
     curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, w);
+}
+
+/* The open descriptors, as a bitmap of `*n` bits (caller frees). */
+static uint8_t *open_fds(size_t *n)
+{
+    DIR *d = opendir("/proc/self/fd");
+    if (d == NULL)
+        return NULL;
+    size_t cap = 1024;
+    uint8_t *bits = calloc(cap / 8, 1);
+    struct dirent *e;
+    while (bits != NULL && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        size_t fd = strtoul(e->d_name, NULL, 10);
+        if ((int)fd == dirfd(d))
+            continue; /* closed below, and then free for curl */
+        if (fd >= cap) {
+            size_t grown = cap;
+            while (grown <= fd)
+                grown *= 2;
+            uint8_t *p = realloc(bits, grown / 8);
+            if (p == NULL) {
+                free(bits);
+                bits = NULL;
+                break;
+            }
+            memset(p + cap / 8, 0, (grown - cap) / 8);
+            bits = p;
+            cap = grown;
+        }
+        bits[fd / 8] |= (uint8_t)(1u << (fd % 8));
+    }
+    closedir(d);
+    *n = cap;
+    return bits;
+}
+
+CURLM *gw_curl_multi_new(void)
+{
+    size_t nbefore = 0, nafter = 0;
+    uint8_t *before = open_fds(&nbefore);
+    CURLM *m = curl_multi_init();
+    uint8_t *after = m != NULL && before != NULL ? open_fds(&nafter) : NULL;
+    for (size_t fd = 3; after != NULL && fd < nafter; fd++) {
+        bool was = fd < nbefore && (before[fd / 8] & (1u << (fd % 8)));
+        if ((after[fd / 8] & (1u << (fd % 8))) && !was) {
+            int flags = fcntl((int)fd, F_GETFD);
+            if (flags >= 0)
+                fcntl((int)fd, F_SETFD, flags | FD_CLOEXEC);
+        }
+    }
+    free(before);
+    free(after);
+    return m;
 }
 
 void gw_curl_watch_free(struct gw_curl_watch *w)

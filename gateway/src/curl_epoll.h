@@ -35,9 +35,16 @@ int gw_curl_watch_socket(struct gw_curl_watch *w, curl_socket_t s, int what, uin
 /* An event came for curl socket `s`: true if curl is watching it (pass the
  * event on); false if not, and then `s` has been taken out of the set. */
 bool gw_curl_watch_event(struct gw_curl_watch *w, curl_socket_t s);
-/* Installs the open-socket callback on `easy`: curl's sockets are created
- * O_CLOEXEC, and a descriptor number curl reuses starts unregistered. */
-void gw_curl_watch_easy(struct gw_curl_watch *w, CURL *easy);
 void gw_curl_watch_free(struct gw_curl_watch *w);
+
+/* Installs an open-socket callback on `easy` that creates curl's sockets
+ * O_CLOEXEC (curl 7.88 does not) and, given a watch, tells it that the
+ * descriptor number is a new socket. `w` may be NULL. */
+void gw_curl_open_cloexec(CURL *easy, struct gw_curl_watch *w);
+
+/* curl_multi_init, with the descriptors it opens (curl 7.88: the
+ * socketpair behind curl_multi_wakeup) made close-on-exec. Only while no
+ * other thread opens descriptors (startup). NULL on failure. */
+CURLM *gw_curl_multi_new(void);
 
 #endif

@@ -110,7 +110,7 @@ struct gw_loop *gw_loop_new(struct gateway *gw, unsigned index, char *err, size_
         goto fail;
     }
 
-    l->multi = curl_multi_init();
+    l->multi = gw_curl_multi_new();
     l->module_url = curl_url();
     if (l->multi == NULL || l->module_url == NULL ||
         curl_url_set(l->module_url, CURLUPART_URL, "http://module/", 0) != CURLUE_OK) {

@@ -65,7 +65,7 @@ struct gw_prober *gw_prober_new(int epfd, gw_probe_done_fn done, void *ctx)
     p->deadline_ms = -1;
     p->done = done;
     p->ctx = ctx;
-    p->multi = curl_multi_init();
+    p->multi = gw_curl_multi_new();
     if (p->multi == NULL) {
         free(p);
         return NULL;
@@ -110,6 +110,7 @@ int gw_prober_start(struct gw_prober *p, struct gw_incarnation *inc, unsigned ti
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, pr->errbuf);
     curl_easy_setopt(e, CURLOPT_PRIVATE, pr);
+    gw_curl_open_cloexec(e, NULL);
     pr->inc = inc;
     atomic_fetch_add(&inc->refs, 1);
     inc->probe = pr;

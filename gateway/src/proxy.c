@@ -407,7 +407,7 @@ static CURL *easy_get(struct gw_loop *l)
      * again for every transfer. */
     curl_easy_setopt(e, CURLOPT_CURLU, l->module_url);
     curl_easy_setopt(e, CURLOPT_MAXREDIRS, 0L);
-    gw_curl_watch_easy(&l->curl_watch, e);
+    gw_curl_open_cloexec(e, &l->curl_watch);
     return e;
 }
 

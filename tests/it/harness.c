@@ -103,7 +103,7 @@ int gwp_start_bin(struct gwp *g, const char *bin, const char *config_json,
         /* A test that fails an assertion exits at once: take the gateway
          * (and so its modules) with it. */
         prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int err = open(errpath, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        int err = open(errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
         dup2(out[1], 1);
         if (err >= 0)
             dup2(err, 2);

@@ -422,6 +422,82 @@ Test(lifecycle, module_processes_inherit_no_stray_descriptors)
     gwp_cleanup(&g);
 }
 
+/* The link targets ("socket:[N]", "pipe:[N]", paths) of this process's
+ * descriptors, one per line: what the gateway may have inherited from us. */
+static char *own_descriptors(void)
+{
+    size_t cap = 1 << 16, len = 0;
+    char *all = calloc(1, cap);
+    DIR *d = opendir("/proc/self/fd");
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        char link[300], target[256];
+        snprintf(link, sizeof(link), "/proc/self/fd/%s", e->d_name);
+        ssize_t n = readlink(link, target, sizeof(target) - 1);
+        if (n > 0 && len + (size_t)n + 2 < cap) {
+            memcpy(all + len, target, (size_t)n);
+            len += (size_t)n;
+            all[len++] = '\n';
+        }
+    }
+    if (d != NULL)
+        closedir(d);
+    return all;
+}
+
+Test(lifecycle, gateway_descriptors_are_close_on_exec)
+{
+    struct gwp g;
+    gwp_start_ok(&g, NULL);
+    /* Module connections of both kinds (bodiless and with a body), kept
+     * alive in curl's cache, and the probes' sockets. */
+    cr_expect_eq(http_get(gwp_url(&g, "/hello/fd"), &(struct http_resp){ 0 }), 0);
+    struct http_req q = { .method = "POST", .url = gwp_url(&g, "/echo/raw"), .body = "x",
+                          .body_len = 1 };
+    cr_expect_eq(http_do(&q, &(struct http_resp){ 0 }), 0);
+    char *ours = own_descriptors();
+    char dir[64];
+    snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)g.pid);
+    DIR *d = opendir(dir);
+    cr_assert_not_null(d);
+    struct dirent *e;
+    int checked = 0;
+    while ((e = readdir(d)) != NULL) {
+        int fd = atoi(e->d_name);
+        if (e->d_name[0] == '.' || fd <= 2)
+            continue;
+        char link[96], target[256] = "", needle[260];
+        snprintf(link, sizeof(link), "%s/%d", dir, fd);
+        ssize_t n = readlink(link, target, sizeof(target) - 1);
+        if (n <= 0)
+            continue; /* closed meanwhile */
+        target[n] = '\0';
+        snprintf(needle, sizeof(needle), "%s\n", target);
+        if (strstr(ours, needle) != NULL)
+            continue; /* inherited from this test process, not the gateway's own */
+        char info[64];
+        snprintf(info, sizeof(info), "/proc/%d/fdinfo/%d", (int)g.pid, fd);
+        FILE *f = fopen(info, "r");
+        if (f == NULL)
+            continue;
+        char line[128];
+        unsigned long flags = 0;
+        bool found = false;
+        while (fgets(line, sizeof(line), f) != NULL)
+            if (sscanf(line, "flags: %lo", &flags) == 1)
+                found = true;
+        fclose(f);
+        cr_expect(found, "no flags for fd %d", fd);
+        cr_expect(flags & O_CLOEXEC, "gateway fd %d (%s) is not close-on-exec", fd, target);
+        checked++;
+    }
+    closedir(d);
+    free(ours);
+    cr_expect_gt(checked, 5, "only %d descriptors checked", checked);
+    gwp_stop(&g);
+    gwp_cleanup(&g);
+}
+
 Test(lifecycle, module_runs_standalone)
 {
     int p[2];
