@@ -36,6 +36,23 @@ long rss_kb(pid_t pid)
     return kb;
 }
 
+long cpu_ms(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    char *s = read_file(path, NULL);
+    /* The fields after the command name, which may hold spaces: state is
+     * field 3, utime and stime fields 14 and 15. */
+    const char *p = s ? strrchr(s, ')') : NULL;
+    unsigned long ut = 0, st = 0;
+    int got = p ? sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %lu %lu", &ut, &st)
+                : 0;
+    free(s);
+    if (got != 2)
+        return -1;
+    return (long)((ut + st) * 1000 / (unsigned long)sysconf(_SC_CLK_TCK));
+}
+
 char *read_file(const char *path, size_t *len)
 {
     FILE *f = fopen(path, "re");

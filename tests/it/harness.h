@@ -80,6 +80,8 @@ void http_free(struct http_resp *r);
 long ms_now(void);
 /* VmRSS of a process in KiB, -1 if unknown. */
 long rss_kb(pid_t pid);
+/* CPU time (user + system) the process has used so far, in ms; -1 if gone. */
+long cpu_ms(pid_t pid);
 /* True if process `pid` is gone or a zombie. */
 bool process_dead(pid_t pid);
 /* Reads a whole file (caller frees), NULL if missing. */

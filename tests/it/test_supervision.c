@@ -237,6 +237,44 @@ Test(supervision, zero_downtime_admin_restart_under_load)
     gwp_finish(&g);
 }
 
+Test(supervision, idle_module_connections_that_close_cost_no_cpu)
+{
+    /* The gateway keeps its idle keep-alive connections to a module in its
+     * epoll set while curl is not watching them. When the module goes away
+     * they all become readable (EOF): the gateway must drop them, not spin
+     * on them. */
+    struct gwp g;
+    gwp_start_ok(&g, NULL);
+    struct load l = { .url = gwp_url(&g, "/hello/idle") };
+    pthread_t t[6];
+    for (int i = 0; i < 6; i++)
+        pthread_create(&t[i], NULL, load_thread, &l);
+    usleep(300 * 1000);
+    atomic_store(&l.stop, true);
+    for (int i = 0; i < 6; i++)
+        pthread_join(t[i], NULL);
+    cr_expect_eq(atomic_load(&l.bad), 0);
+
+    pid_t old = gwp_module_pid(&g, "hello");
+    struct http_req q = { .method = "POST", .url = gwp_admin_url(&g, "/-/modules/hello/restart") };
+    struct http_resp r;
+    cr_assert_eq(http_do(&q, &r), 0);
+    cr_expect_eq(r.status, 202);
+    http_free(&r);
+    long deadline = ms_now() + 10000;
+    while (!process_dead(old) && ms_now() < deadline)
+        usleep(10000);
+    cr_assert(process_dead(old), "the old hello (pid %d) did not stop", (int)old);
+
+    usleep(200 * 1000);
+    long before = cpu_ms(g.pid);
+    usleep(1000 * 1000);
+    long used = cpu_ms(g.pid) - before;
+    cr_expect(used < 200, "an idle gateway used %ld ms of CPU in 1 s", used);
+    cr_expect_eq(status_of(gwp_url(&g, "/hello/again")), 200);
+    gwp_finish(&g);
+}
+
 Test(supervision, a_failed_admin_restart_leaves_the_old_incarnation_serving)
 {
     char gate[] = "/tmp/mgt-gate-XXXXXX";
