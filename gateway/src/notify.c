@@ -47,17 +47,18 @@ int gw_notify(const char *fmt, ...)
 {
     if (sock < 0)
         return 0;
-    char msg[1024];
+    /* Whole, however many modules STATUS= lists (rare: no fixed buffer). */
+    char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
-    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    int n = vasprintf(&msg, fmt, ap);
     va_end(ap);
     if (n < 0)
-        return -EINVAL;
-    if ((size_t)n >= sizeof(msg))
-        n = sizeof(msg) - 1;
+        return -ENOMEM;
     ssize_t w = sendto(sock, msg, (size_t)n, MSG_NOSIGNAL, (struct sockaddr *)&addr, addrlen);
-    return w < 0 ? -errno : 0;
+    int rc = w < 0 ? -errno : 0;
+    free(msg);
+    return rc;
 }
 
 uint64_t gw_notify_watchdog_ms(void)

@@ -328,7 +328,11 @@ static size_t on_write(char *data, size_t size, size_t n, void *userp)
     struct request *r = userp;
     size_t len = size * n;
     if (!r->stream_mode) {
-        if (gw_bytes_append(&r->down, data, len, BUFFERED_MAX) != 0)
+        /* Collected whole (a body of Content-Length <= BUFFERED_MAX, see
+         * gw_req_on_header): capped at its length, a small body gets a
+         * buffer of just its size. */
+        size_t max = r->resp_len >= 0 ? (size_t)r->resp_len : BUFFERED_MAX;
+        if (gw_bytes_append(&r->down, data, len, max) != 0)
             return 0; /* more than its Content-Length said: fail the transfer */
         return len;
     }
