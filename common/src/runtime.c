@@ -71,14 +71,14 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls, (void)conn;
+    (void)cls, (void)conn, (void)toe;
     struct mg_req *req = *con_cls;
     *con_cls = NULL;
     if (req == NULL)
         return;
     atomic_fetch_sub(&active_requests, 1);
     if (req->stream != NULL)
-        mg__stream_connection_closed(req->stream, toe == MHD_REQUEST_TERMINATED_COMPLETED_OK);
+        mg__stream_connection_closed(req->stream);
     else if (req->upload != NULL)
         mg__upload_connection_closed(req->upload);
     else

@@ -84,7 +84,7 @@ int mg__start_handler_thread(void *(*fn)(void *), void *arg);
  * written its first chunk or returned, then queues the answer. */
 enum MHD_Result mg__stream_start(struct mg_req *req, mg_stream_fn fn);
 /* The client's connection ended (MHD completion callback). */
-void mg__stream_connection_closed(struct mg_stream *s, bool ok);
+void mg__stream_connection_closed(struct mg_stream *s);
 
 /* Streaming uploads: the handler starts on its own thread when the headers
  * are in and reads the body with mg_req_read while the connection thread

@@ -257,11 +257,13 @@ static void stream_response_freed(void *cls)
     stream_unref(cls);
 }
 
-void mg__stream_connection_closed(struct mg_stream *s, bool ok)
+void mg__stream_connection_closed(struct mg_stream *s)
 {
+    /* Nobody reads the queue any more, whether the client left, the body
+     * ended, or there was none to send (HEAD, 204, 304: libmicrohttpd
+     * never calls the reader). A handler still writing must stop. */
     pthread_mutex_lock(&s->mu);
-    if (!ok)
-        s->gone = true;
+    s->gone = true;
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     stream_unref(s);

@@ -444,6 +444,22 @@ Test(stream, head_on_a_stream_does_not_claim_an_empty_body)
     gwp_finish(&g);
 }
 
+Test(stream, head_on_a_large_stream_ends_its_handler)
+{
+    /* libmicrohttpd sends no body for HEAD and never reads the stream's
+     * queue: the handler's writes must fail, not block when it is full. */
+    struct gwp g;
+    gwp_start_ok(&g, NULL);
+    struct http_req q = { .method = "HEAD", .url = gwp_url(&g, "/stream/bytes?n=10000000") };
+    struct http_resp r;
+    cr_assert_eq(http_do(&q, &r), 0);
+    cr_expect_eq(r.status, 200);
+    http_free(&r);
+    cr_expect(gwp_wait_log(&g, "stream.log", "bytes: ended after", 5000),
+              "the handler of a HEAD request never ended");
+    gwp_finish(&g);
+}
+
 /* ---- many concurrent streams ------------------------------------------- */
 
 struct sse_client {
