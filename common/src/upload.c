@@ -62,10 +62,8 @@ static void *upload_thread(void *arg)
 int mg__upload_start(struct mg_req *req, mg_handler_fn fn, size_t max_body)
 {
     struct mg_upload *u = calloc(1, sizeof(*u));
-    if (u == NULL || (u->ring = malloc(RING)) == NULL) {
-        free(u);
+    if (u == NULL)
         return -1;
-    }
     pthread_mutex_init(&u->mu, NULL);
     pthread_cond_init(&u->cv, NULL);
     mg__res_init(&u->res);
@@ -90,7 +88,9 @@ void mg__upload_feed(struct mg_upload *u, const char *data, size_t len)
 {
     pthread_mutex_lock(&u->mu);
     u->total += len;
-    if (u->total > u->max) {
+    /* The ring comes with the first bytes: most requests to an upload
+     * route (echo answers every method there) have no body. */
+    if (u->total > u->max || (len > 0 && u->ring == NULL && (u->ring = malloc(RING)) == NULL)) {
         u->broken = true;
         pthread_cond_broadcast(&u->cv);
     }
