@@ -55,7 +55,8 @@ struct gw_supervisor {
     struct gw_prober *prober;
     /* systemd */
     bool ready_sent;
-    char status[512];            /* the last STATUS= sent */
+    bool systemd;                /* NOTIFY_SOCKET was set */
+    char *status;                /* the last STATUS= sent */
     uint64_t next_watchdog_ms;
     uint64_t *heartbeats;        /* per loop, at the last ping */
 };
@@ -176,7 +177,7 @@ struct gw_supervisor *gw_supervisor_new(struct gateway *gw, char *err, size_t er
         gw_supervisor_free(s);
         return NULL;
     }
-    gw_notify_init();
+    s->systemd = gw_notify_init();
     return s;
 }
 
@@ -313,13 +314,14 @@ static void unlink_live(struct gw_supervisor *s, struct gw_incarnation *inc)
 
 /* Reaps `inc` if it has exited: through its pidfd where the kernel has
  * them, else by pid (SIGCHLD tells us when to look). */
-static void on_exit_(struct gw_supervisor *s, struct gw_incarnation *inc)
+/* Reaps `inc` if it has exited; true if it did (`inc` may be freed). */
+static bool on_exit_(struct gw_supervisor *s, struct gw_incarnation *inc)
 {
     siginfo_t si = { 0 };
     int rc = inc->pidfd >= 0 ? waitid(P_PIDFD, (id_t)inc->pidfd, &si, WEXITED | WNOHANG)
                              : waitid(P_PID, (id_t)inc->pid, &si, WEXITED | WNOHANG);
     if (rc != 0 || si.si_pid == 0)
-        return; /* not yet (spurious wake-up) */
+        return false; /* not yet (spurious wake-up) */
     struct gw_module *m = inc->mod;
     gw_prober_cancel(s->prober, inc);
     describe_exit(inc, &si);
@@ -359,6 +361,14 @@ static void on_exit_(struct gw_supervisor *s, struct gw_incarnation *inc)
             set_state(m, GW_STOPPED);
             gw_log(GW_INFO, "module %s (incarnation %u, pid %d) stopped: %s", m->name,
                    inc->number, (int)inc->pid, inc->death);
+        } else if (m->replacing != NULL) {
+            /* An admin restart's new process is starting: it is the
+             * restart. Scheduling another would start a second process
+             * that one of the two then overwrites, orphaned. */
+            log_failure(s, m, what);
+            m->current = m->replacing;
+            m->replacing = NULL;
+            set_state(m, GW_STARTING);
         } else {
             log_failure(s, m, what);
             schedule_restart(s, m, mg__now_ms(), reason_of(inc));
@@ -368,6 +378,7 @@ static void on_exit_(struct gw_supervisor *s, struct gw_incarnation *inc)
                m->name, inc->number, (int)inc->pid, inc->death);
     }
     gw_incarnation_release(inc);
+    return true;
 }
 
 static void publish(struct gw_module *m, struct gw_incarnation *inc)
@@ -414,6 +425,16 @@ static void on_ready(struct gw_supervisor *s, struct gw_incarnation *inc)
         gw_log(GW_INFO, "module %s: incarnation %u (pid %d) replaced, draining", m->name,
                old->number, (int)old->pid);
     }
+}
+
+/* Signals the process group of a module process (a module's own children
+ * go too), or the process alone if it left its group. */
+static void signal_module(pid_t pid, int pidfd, int sig)
+{
+    if (kill(-pid, sig) == 0)
+        return;
+    if (pidfd < 0 || pidfd_send_signal(pidfd, sig, NULL, 0) != 0)
+        kill(pid, sig);
 }
 
 static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m, bool replacement)
@@ -491,7 +512,7 @@ static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m, bool
         watch(s, inc->ready_fd, watch_tag(inc, W_READY)) != 0) {
         /* Without a pidfd we cannot watch it: do not leave it running. */
         gw_log(GW_ERROR, "module %s: cannot watch pid %d: %s", m->name, (int)pid, strerror(errno));
-        kill(-pid, SIGKILL);
+        signal_module(pid, inc->pidfd, SIGKILL);
         waitpid(pid, NULL, 0);
         unwatch_close(s, &inc->pidfd);
         unwatch_close(s, &inc->ready_fd);
@@ -523,9 +544,7 @@ static void kill_incarnation(struct gw_incarnation *inc, int sig, const char *ca
         if (cause != NULL)
             inc->cause = cause;
     }
-    /* The whole process group: a module's own children go too. */
-    if (kill(-inc->pid, sig) != 0 && inc->pidfd >= 0)
-        pidfd_send_signal(inc->pidfd, sig, NULL, 0);
+    signal_module(inc->pid, inc->pidfd, sig);
 }
 
 static void on_probe(void *ctx, struct gw_incarnation *inc, bool ok, uint64_t rtt_us,
@@ -678,21 +697,26 @@ static void reopen_logs(struct gw_supervisor *s)
 static void tell_systemd(struct gw_supervisor *s, uint64_t now)
 {
     struct gateway *gw = s->gw;
-    char status[512];
-    size_t pos = 0, ready = 0;
-    for (size_t i = 0; i < gw->nmodules && pos < sizeof(status); i++) {
+    if (!s->systemd)
+        return;
+    struct mg_buf status;
+    mg__buf_init(&status, 1u << 16);
+    size_t ready = 0;
+    int rc = mg__buf_append(&status, "", 0);
+    for (size_t i = 0; i < gw->nmodules; i++) {
         struct gw_module *m = &gw->modules[i];
         pthread_mutex_lock(&m->mu);
         enum gw_state st = m->state;
         pthread_mutex_unlock(&m->mu);
         ready += st == GW_READY;
-        pos += (size_t)snprintf(status + pos, sizeof(status) - pos, "%s%s %s", i ? ", " : "",
-                                m->name, gw_state_name(st));
+        rc |= mg__buf_printf(&status, "%s%s %s", i ? ", " : "", m->name, gw_state_name(st));
     }
-    if (strcmp(status, s->status) != 0) {
-        gw_notify("STATUS=%zu/%zu modules ready: %s", ready, gw->nmodules, status);
-        snprintf(s->status, sizeof(s->status), "%s", status);
+    if (rc == 0 && (s->status == NULL || strcmp(status.data, s->status) != 0)) {
+        gw_notify("STATUS=%zu/%zu modules ready: %s", ready, gw->nmodules, status.data);
+        free(s->status);
+        s->status = mg__buf_steal(&status, NULL);
     }
+    mg__buf_free(&status);
     if (!s->ready_sent && ready == gw->nmodules && gw->nloops > 0) {
         gw_notify("READY=1");
         s->ready_sent = true;
@@ -714,6 +738,17 @@ static void tell_systemd(struct gw_supervisor *s, uint64_t now)
             gw_log(GW_ERROR, "an event loop stopped answering; not feeding the watchdog");
         s->next_watchdog_ms = now + every;
     }
+}
+
+/* An incarnation was reaped (and maybe freed), and with it the tags of its
+ * descriptors: drop its later events of the same round. unwatch_close took
+ * them out of the epoll set, so no new ones come; a ready pipe that was
+ * skipped while the process lives is level-triggered and comes again. */
+static void forget_events(struct epoll_event *evs, int from, int n, uint64_t base)
+{
+    for (int j = from; j < n; j++)
+        if (!gw_prober_owns(evs[j].data.u64) && (evs[j].data.u64 & ~(uint64_t)7) == base)
+            evs[j].data.u64 = W_WAKE;
 }
 
 /* One round of waiting and dispatching. */
@@ -749,8 +784,9 @@ static void run_once(struct gw_supervisor *s, int max_wait_ms)
                      * pidfd (those with one get their own event). */
                     for (struct gw_incarnation *inc = s->live, *nx; inc != NULL; inc = nx) {
                         nx = inc->next_live;
-                        if (inc->pidfd < 0)
-                            on_exit_(s, inc);
+                        uint64_t base = watch_tag(inc, 0);
+                        if (inc->pidfd < 0 && on_exit_(s, inc))
+                            forget_events(evs, i + 1, n, base);
                     }
                 } else if (!s->stop_requested) {
                     gw_log(GW_INFO, "%s received: stopping", sigabbrev_np((int)si.ssi_signo));
@@ -763,17 +799,12 @@ static void run_once(struct gw_supervisor *s, int max_wait_ms)
             (void)r;
         } else {
             struct gw_incarnation *inc = (struct gw_incarnation *)(uintptr_t)(tag & ~(uint64_t)7);
-            if ((tag & 7) == W_PID)
-                on_exit_(s, inc);
-            else
+            if ((tag & 7) == W_PID) {
+                if (on_exit_(s, inc))
+                    forget_events(evs, i + 1, n, tag & ~(uint64_t)7);
+            } else {
                 on_ready(s, inc);
-            /* on_exit_ may free inc, and with it the tags of its other fd:
-             * drop later events of the same round (epoll_ctl DEL above
-             * ensures no new ones). */
-            for (int j = i + 1; j < n; j++)
-                if (!gw_prober_owns(evs[j].data.u64) &&
-                    (evs[j].data.u64 & ~(uint64_t)7) == (tag & ~(uint64_t)7))
-                    evs[j].data.u64 = W_WAKE;
+            }
         }
     }
     gw_prober_run(s->prober, mg__now_ms());
@@ -855,7 +886,7 @@ void gw_supervisor_free(struct gw_supervisor *s)
         s->live = inc->next_live;
         if (s->prober != NULL)
             gw_prober_cancel(s->prober, inc);
-        kill(-inc->pid, SIGKILL);
+        signal_module(inc->pid, inc->pidfd, SIGKILL);
         siginfo_t si;
         waitid(P_PID, (id_t)inc->pid, &si, WEXITED);
         if (inc->pidfd >= 0)
@@ -881,6 +912,7 @@ void gw_supervisor_free(struct gw_supervisor *s)
             free(s->envs[i]);
     free(s->envs);
     free(s->heartbeats);
+    free(s->status);
     if (s->epfd >= 0)
         close(s->epfd);
     if (s->sigfd >= 0)

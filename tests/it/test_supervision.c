@@ -275,6 +275,74 @@ Test(supervision, idle_module_connections_that_close_cost_no_cpu)
     gwp_finish(&g);
 }
 
+/* Children of `parent` whose command line mentions `what`. */
+static int count_children(pid_t parent, const char *what)
+{
+    int count = 0;
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        char path[300];
+        snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+        char *stat = read_file(path, NULL);
+        const char *p = stat ? strrchr(stat, ')') : NULL;
+        int ppid = 0;
+        if (p == NULL || sscanf(p + 2, "%*c %d", &ppid) != 1 || ppid != (int)parent) {
+            free(stat);
+            continue;
+        }
+        free(stat);
+        snprintf(path, sizeof(path), "/proc/%s/cmdline", e->d_name);
+        size_t len = 0;
+        char *cmd = read_file(path, &len);
+        for (size_t i = 0; cmd != NULL && i + 1 < len; i++)
+            if (cmd[i] == '\0')
+                cmd[i] = ' ';
+        if (cmd != NULL && strstr(cmd, what) != NULL)
+            count++;
+        free(cmd);
+    }
+    if (d != NULL)
+        closedir(d);
+    return count;
+}
+
+Test(supervision, a_crash_during_an_admin_restart_leaves_one_process)
+{
+    /* The old process dies while the admin restart's new one is still
+     * starting: the new one is the restart, and no second one is spawned
+     * (which would leave one of them running unsupervised). */
+    struct gwp g;
+    cr_assert_eq(gwp_start_bin(&g, MODGATE_TESTGW,
+                               "{\"modules\": {\"flaky\": {\"env\": {\"FLAKY_MODE\": \"slow\","
+                               " \"FLAKY_SLEEP_MS\": \"800\"}}},"
+                               " \"restart\": {\"backoff_initial_ms\": 50}}",
+                               NULL),
+                 0, "%s", g.out);
+    pid_t old = gwp_module_pid(&g, "flaky");
+    struct http_req q = { .method = "POST", .url = gwp_admin_url(&g, "/-/modules/flaky/restart") };
+    struct http_resp r;
+    cr_assert_eq(http_do(&q, &r), 0);
+    cr_expect_eq(r.status, 202);
+    http_free(&r);
+    usleep(200 * 1000);
+    kill(old, SIGKILL);
+    long deadline = ms_now() + 10000;
+    while (status_of(gwp_url(&g, "/flaky/ok")) != 200 && ms_now() < deadline)
+        usleep(20 * 1000);
+    cr_assert_eq(status_of(gwp_url(&g, "/flaky/ok")), 200);
+    pid_t now = gwp_module_pid(&g, "flaky");
+    cr_expect_neq(now, old);
+    usleep(1500 * 1000); /* past any backoff and a slow start */
+    cr_expect_eq(gwp_module_pid(&g, "flaky"), now);
+    cr_expect_eq(count_children(g.pid, "flaky"), 1, "flaky processes running");
+    json_t *j = module_info(&g, "flaky");
+    cr_expect_eq(jint(j, "incarnation"), 2);
+    cr_expect_str_eq(json_string_value(json_object_get(j, "state")), "ready");
+    json_decref(j);
+    gwp_finish(&g);
+}
+
 Test(supervision, a_failed_admin_restart_leaves_the_old_incarnation_serving)
 {
     char gate[] = "/tmp/mgt-gate-XXXXXX";
@@ -428,17 +496,27 @@ Test(supervision, metrics_are_prometheus_text_and_count)
     cr_assert_eq(http_get(gwp_admin_url(&g, "/-/metrics"), &r), 0);
     cr_expect_eq(r.status, 200);
     cr_expect_not_null(strstr(http_header(&r, "Content-Type"), "text/plain"));
-    /* Every line is a comment or "name{labels} value". */
+    /* Every line is a comment or "name{labels} value", and the samples of a
+     * family follow its TYPE line, all together. */
     char *copy = strdup(r.body);
+    char family[128] = "";
     for (char *save, *line = strtok_r(copy, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         if (line[0] == '#') {
             cr_expect(strncmp(line, "# HELP ", 7) == 0 || strncmp(line, "# TYPE ", 7) == 0,
                       "%s", line);
+            if (strncmp(line, "# TYPE ", 7) == 0)
+                sscanf(line + 7, "%127s", family);
             continue;
         }
         /* name, optional {labels}, one space, a number */
         size_t nl = strspn(line, "abcdefghijklmnopqrstuvwxyz_");
         cr_expect_gt(nl, 0, "bad line: %s", line);
+        size_t fl = strlen(family);
+        const char *suffix = line + fl;
+        cr_expect(fl > 0 && fl <= nl && strncmp(line, family, fl) == 0 &&
+                      (suffix == line + nl || strncmp(suffix, "_bucket", 7) == 0 ||
+                       strncmp(suffix, "_sum", 4) == 0 || strncmp(suffix, "_count", 6) == 0),
+                  "%.*s is outside its family (%s)", (int)nl, line, family);
         const char *rest = line + nl;
         if (*rest == '{') {
             rest = strchr(rest, '}');
