@@ -61,6 +61,7 @@ static int readyz(struct gateway *gw, const char **body)
 int gw_admin_public(struct gateway *gw, const char *method, const char *target, size_t pathlen,
                     const char **body, const char **ctype)
 {
+    *body = NULL; /* also on 500: out of memory */
     if (pathlen < 3 || memcmp(target, "/-/", 3) != 0)
         return 0;
     if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
@@ -190,6 +191,8 @@ static enum MHD_Result handle(struct gw_admin *a, struct MHD_Connection *c, cons
     size_t ulen = strlen(url);
     const char *body, *ctype;
     int status = gw_admin_public(gw, method, url, ulen, &body, &ctype);
+    if (status != 0 && body == NULL)
+        return send_error(c, 500, "internal", "out of memory", NULL);
     if (status != 0)
         return send_text(c, status, ctype, (char *)body, strlen(body));
     if (!authorized(gw, c))

@@ -122,9 +122,18 @@ int gw_metrics_render(struct gateway *gw, struct mg_buf *b)
         struct gw_module *m = &gw->modules[i];
         pthread_mutex_lock(&m->mu);
         int up = m->state == GW_READY && m->serving != NULL;
-        unsigned inc = m->incarnations;
         pthread_mutex_unlock(&m->mu);
         rc |= mg__buf_printf(b, "modgate_module_up{module=\"%s\"} %d\n", m->name, up);
+    }
+    /* Its own group: the text format wants each family's lines together. */
+    rc |= mg__buf_printf(b, "# HELP modgate_module_incarnation Processes started for the module "
+                            "so far.\n"
+                            "# TYPE modgate_module_incarnation gauge\n");
+    for (size_t i = 0; i < gw->nmodules; i++) {
+        struct gw_module *m = &gw->modules[i];
+        pthread_mutex_lock(&m->mu);
+        unsigned inc = m->incarnations;
+        pthread_mutex_unlock(&m->mu);
         rc |= mg__buf_printf(b, "modgate_module_incarnation{module=\"%s\"} %u\n", m->name, inc);
     }
     rc |= mg__buf_printf(b, "# HELP modgate_connections Open client connections.\n"

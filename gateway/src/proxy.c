@@ -160,10 +160,11 @@ void gw_req_transfer_end(struct request *r)
     }
 }
 
-static void set_local(struct request *r, int status, const char *ctype, const char *body)
+/* The answer is the gateway's own `body` (taken over: freed with r). */
+static void set_local(struct request *r, int status, const char *ctype, char *body)
 {
     free(r->local_body);
-    r->local_body = strdup(body);
+    r->local_body = body;
     r->local_status = status;
     r->local_ctype = ctype;
 }
@@ -875,9 +876,12 @@ static enum MHD_Result first_call(struct request *r, const char *method)
     const char *body;
     const char *ctype;
     int status = gw_admin_public(l->gw, method, r->target, r->pathlen, &body, &ctype);
+    if (status != 0 && body == NULL) {
+        gw_req_set_error(r, 500, "internal", "out of memory");
+        return MHD_YES;
+    }
     if (status != 0) {
-        set_local(r, status, ctype, body);
-        free((char *)body);
+        set_local(r, status, ctype, (char *)body);
         return MHD_YES;
     }
     route(r);
