@@ -11,20 +11,17 @@ struct mg_req *mg__req_new(const mg_module *module, const char *target, size_t m
     if (req == NULL)
         return NULL;
     req->module = module;
-    req->target = strdup(target);
-    if (req->target == NULL) {
-        free(req);
-        return NULL;
-    }
-    const char *q = strchr(req->target, '?');
-    req->pathlen = q ? (size_t)(q - req->target) : strlen(req->target);
-    req->query = q ? q + 1 : "";
-    req->path = strndup(req->target, req->pathlen);
+    /* One copy of the target, split in place: "path\0query". */
+    req->path = strdup(target);
     if (req->path == NULL) {
-        free(req->target);
         free(req);
         return NULL;
     }
+    char *q = strchr(req->path, '?');
+    if (q != NULL)
+        *q = '\0';
+    req->pathlen = q ? (size_t)(q - req->path) : strlen(req->path);
+    req->query = q ? q + 1 : "";
     mg__buf_init(&req->body, max_body);
     return req;
 }
@@ -49,7 +46,6 @@ void mg__req_free(struct mg_req *req)
     free(req->allow);
     mg__buf_free(&req->body);
     free(req->path);
-    free(req->target);
     free(req);
 }
 

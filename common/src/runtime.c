@@ -85,7 +85,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         mg__req_free(req);
 }
 
-static enum MHD_Result queue(struct MHD_Connection *conn, int status, struct MHD_Response *r)
+enum MHD_Result mg__queue(struct MHD_Connection *conn, int status, struct MHD_Response *r)
 {
     if (r == NULL)
         return MHD_NO;
@@ -94,13 +94,15 @@ static enum MHD_Result queue(struct MHD_Connection *conn, int status, struct MHD
     return ok;
 }
 
-static enum MHD_Result answer_error(struct mg_req *req, int status, const char *msg,
-                                    const char *allow)
+enum MHD_Result mg__answer_error(struct mg_req *req, int status, const char *msg,
+                                 const char *header, const char *value)
 {
     struct MHD_Response *r = mg__error_response(msg, req);
-    if (r != NULL && allow != NULL)
-        MHD_add_response_header(r, "Allow", allow);
-    return queue(req->conn, status, r);
+    if (r != NULL && header != NULL && MHD_add_response_header(r, header, value) != MHD_YES) {
+        MHD_destroy_response(r);
+        r = NULL;
+    }
+    return mg__queue(req->conn, status, r);
 }
 
 static enum MHD_Result run_unary(struct mg_req *req, mg_handler_fn fn)
@@ -111,7 +113,7 @@ static enum MHD_Result run_unary(struct mg_req *req, mg_handler_fn fn)
     struct MHD_Response *r = mg__res_to_mhd(&res, rc, req);
     int status = res.status;
     mg__res_clear(&res);
-    return queue(req->conn, status, r);
+    return mg__queue(req->conn, status, r);
 }
 
 /* First call: routes the request, so that a streaming-upload handler can
@@ -158,16 +160,16 @@ static enum MHD_Result dispatch(struct server *srv, struct mg_req *req)
     if (req->upload != NULL)
         return mg__upload_finish(req);
     if (req->route_error == 404)
-        return answer_error(req, 404, "no route", NULL);
+        return mg__answer_error(req, 404, "no route", NULL, NULL);
     if (req->route_error == 405)
-        return answer_error(req, 405, "method not allowed", req->allow);
+        return mg__answer_error(req, 405, "method not allowed", "Allow", req->allow);
     if (req->route_error != 0)
-        return answer_error(req, req->route_error, mg__reason(req->route_error), NULL);
+        return mg__answer_error(req, req->route_error, mg__reason(req->route_error), NULL, NULL);
     if (req->body_too_large)
-        return answer_error(req, 413, "request body too large", NULL);
+        return mg__answer_error(req, 413, "request body too large", NULL, NULL);
     if (req->is_probe) {
         if (srv->health == NULL)
-            return queue(req->conn, 200,
+            return mg__queue(req->conn, 200,
                          MHD_create_response_from_buffer(3, (void *)"ok\n", MHD_RESPMEM_PERSISTENT));
         return run_unary(req, srv->health->unary);
     }

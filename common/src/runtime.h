@@ -26,10 +26,9 @@ struct mg_req {
     struct MHD_Connection *conn;
     const mg_module *module;
     char *method;
-    char *target;            /* raw request target as sent: path?query */
     size_t pathlen;
-    char *path;              /* target[0..pathlen), NUL-terminated */
-    const char *query;       /* after '?', or "" */
+    char *path;              /* the raw target up to '?', NUL-terminated ... */
+    const char *query;       /* ... and after it in the same block, or "" */
     struct mg_kv *args;      /* decoded query arguments (owned strings) */
     size_t nargs;
     struct mg_kv *headers;   /* owned copies */
@@ -68,6 +67,11 @@ struct MHD_Response *mg__res_to_mhd(struct mg_res *res, int rc, const mg_req *re
 /* A JSON error body {"error", "module", "request_id"}; the caller queues it
  * with its status. */
 struct MHD_Response *mg__error_response(const char *msg, const mg_req *req);
+/* Queues `r` (NULL: fails the connection) and drops our reference. */
+enum MHD_Result mg__queue(struct MHD_Connection *conn, int status, struct MHD_Response *r);
+/* Answers with the JSON error body, plus one header when `header` is set. */
+enum MHD_Result mg__answer_error(struct mg_req *req, int status, const char *msg,
+                                 const char *header, const char *value);
 int mg__add_headers(struct MHD_Response *r, const struct mg_res *res);
 
 /* Requests. */

@@ -292,11 +292,7 @@ enum MHD_Result mg__stream_start(struct mg_req *req, mg_stream_fn fn)
     if (err != 0) {
         s->refs = 1;
         mg_log(MG_LOG_ERROR, "cannot start a stream handler thread: %s", strerror(err));
-        struct MHD_Response *r = mg__error_response("no thread for the stream", req);
-        enum MHD_Result ok = r ? MHD_queue_response(conn, 503, r) : MHD_NO;
-        if (r)
-            MHD_destroy_response(r);
-        return ok;
+        return mg__answer_error(req, 503, "no thread for the stream", NULL, NULL);
     }
 
     pthread_mutex_lock(&s->mu);
@@ -331,9 +327,5 @@ enum MHD_Result mg__stream_start(struct mg_req *req, mg_stream_fn fn)
             r = NULL;
         }
     }
-    if (r == NULL)
-        return MHD_NO;
-    enum MHD_Result ok = MHD_queue_response(conn, (unsigned)status, r);
-    MHD_destroy_response(r);
-    return ok;
+    return mg__queue(conn, status, r);
 }

@@ -156,11 +156,7 @@ enum MHD_Result mg__upload_finish(struct mg_req *req)
         r = mg__res_to_mhd(&u->res, u->rc, req);
         status = u->res.status;
     }
-    if (r == NULL)
-        return MHD_NO;
-    enum MHD_Result ok = MHD_queue_response(req->conn, (unsigned)status, r);
-    MHD_destroy_response(r);
-    return ok;
+    return mg__queue(req->conn, status, r);
 }
 
 void mg__upload_connection_closed(struct mg_upload *u)

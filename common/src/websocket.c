@@ -11,7 +11,6 @@
 #include <nettle/base64.h>
 #include <nettle/sha1.h>
 #include <poll.h>
-#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,8 +42,6 @@ static void ws_accept(const char *key, char out[WS_ACCEPT_LEN + 1])
 
 struct mg_ws {
     int fd;
-    struct mg_req *req;
-    pthread_mutex_t send_mu;
     bool closed;          /* we sent a close frame, or the peer is gone */
     bool peer_closed;
     char *in;             /* bytes read but not yet parsed */
@@ -110,10 +107,8 @@ static int send_frame(mg_ws *ws, int opcode, const void *data, size_t len)
         hl = 10;
     }
     struct iovec iov[2] = { { head, hl }, { (void *)data, len } };
-    pthread_mutex_lock(&ws->send_mu);
-    int rc = ws->closed && opcode != 8 ? -1 : send_all(ws, iov, len ? 2 : 1);
-    pthread_mutex_unlock(&ws->send_mu);
-    return rc;
+    /* One thread per session (module.h): no lock around the frame. */
+    return ws->closed && opcode != 8 ? -1 : send_all(ws, iov, len ? 2 : 1);
 }
 
 /* Makes `n` bytes available at ws->in + ws->in_off; 0 or -1 (peer gone). */
@@ -295,13 +290,19 @@ static void on_upgrade(void *cls, struct MHD_Connection *conn, void *con_cls,
 {
     (void)conn, (void)con_cls;
     struct mg_req *req = cls;
-    mg_ws ws = { .fd = sock, .req = req };
-    pthread_mutex_init(&ws.send_mu, NULL);
-    if (extra_in_size > 0 && (ws.in = malloc(extra_in_size)) != NULL) {
-        memcpy(ws.in, extra_in, extra_in_size);
-        ws.in_len = ws.in_cap = extra_in_size;
+    mg_ws ws = { .fd = sock };
+    int rc = -1;
+    if (extra_in_size > 0) {
+        /* Frames the client sent right behind the handshake. */
+        if ((ws.in = malloc(extra_in_size)) == NULL) {
+            ws.peer_closed = ws.closed = true; /* cannot go on with frames missing */
+        } else {
+            memcpy(ws.in, extra_in, extra_in_size);
+            ws.in_len = ws.in_cap = extra_in_size;
+        }
     }
-    int rc = req->route->ws(req, &ws);
+    if (ws.in != NULL || extra_in_size == 0)
+        rc = req->route->ws(req, &ws);
     if (!ws.closed)
         mg_ws_close(&ws, rc == 0 ? 1000 : 1011, rc == 0 ? "" : "handler failed");
     /* Give the peer's close frame a moment, so that it is not answered by
@@ -312,7 +313,6 @@ static void on_upgrade(void *cls, struct MHD_Connection *conn, void *con_cls,
     }
     free(ws.in);
     free(ws.msg);
-    pthread_mutex_destroy(&ws.send_mu);
     MHD_upgrade_action(urh, MHD_UPGRADE_ACTION_CLOSE);
 }
 
@@ -343,21 +343,11 @@ enum MHD_Result mg__ws_start(struct mg_req *req)
     struct MHD_Response *r;
     if (upgrade == NULL || !has_token(upgrade, "websocket") || connection == NULL ||
         !has_token(connection, "upgrade") || key == NULL || strlen(key) > 64) {
-        r = mg__error_response("a WebSocket handshake is expected here", req);
-        enum MHD_Result ok = r ? MHD_queue_response(req->conn, 400, r) : MHD_NO;
-        if (r)
-            MHD_destroy_response(r);
-        return ok;
+        return mg__answer_error(req, 400, "a WebSocket handshake is expected here", NULL, NULL);
     }
-    if (version == NULL || strcmp(version, "13") != 0) {
-        r = mg__error_response("unsupported WebSocket version", req);
-        if (r)
-            MHD_add_response_header(r, "Sec-WebSocket-Version", "13");
-        enum MHD_Result ok = r ? MHD_queue_response(req->conn, 426, r) : MHD_NO;
-        if (r)
-            MHD_destroy_response(r);
-        return ok;
-    }
+    if (version == NULL || strcmp(version, "13") != 0)
+        return mg__answer_error(req, 426, "unsupported WebSocket version",
+                                "Sec-WebSocket-Version", "13");
     char accept[WS_ACCEPT_LEN + 1];
     ws_accept(key, accept);
 
@@ -365,10 +355,11 @@ enum MHD_Result mg__ws_start(struct mg_req *req)
     r = MHD_create_response_for_upgrade(on_upgrade, req);
     if (r == NULL)
         return MHD_NO;
-    MHD_add_response_header(r, "Upgrade", "websocket");
-    MHD_add_response_header(r, "Connection", "Upgrade");
-    MHD_add_response_header(r, "Sec-WebSocket-Accept", accept);
-    enum MHD_Result ok = MHD_queue_response(req->conn, 101, r);
-    MHD_destroy_response(r);
-    return ok;
+    if (MHD_add_response_header(r, "Upgrade", "websocket") != MHD_YES ||
+        MHD_add_response_header(r, "Connection", "Upgrade") != MHD_YES ||
+        MHD_add_response_header(r, "Sec-WebSocket-Accept", accept) != MHD_YES) {
+        MHD_destroy_response(r);
+        return MHD_NO;
+    }
+    return mg__queue(req->conn, 101, r);
 }
