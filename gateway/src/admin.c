@@ -106,9 +106,9 @@ static json_t *module_json(struct gw_module *m)
         const mg_route *r = &m->desc->routes[i];
         if (r->kind == MG_ROUTE_HEALTH || r->kind == MG_ROUTE_INIT)
             continue;
-        char buf[512];
-        snprintf(buf, sizeof(buf), "%s %s", r->method[0] == '*' ? "ANY" : r->method, r->pattern);
-        json_array_append_new(routes, json_string(buf));
+        json_array_append_new(routes, json_sprintf("%s %s", r->method[0] == '*' ? "ANY"
+                                                                              : r->method,
+                                                   r->pattern));
     }
     json_object_set_new(o, "routes", routes);
     return o;

@@ -18,7 +18,8 @@ void gw_error_header_value(char *buf, size_t len, const char *module, unsigned i
         snprintf(buf, len, "cause=%s", cause ? cause : "error");
 }
 
-char *gw_error_json(const char *msg, const char *module, const char *request_id, size_t *len)
+/* The JSON error body alone (caller frees); NULL on ENOMEM. */
+static char *error_json(const char *msg, const char *module, const char *request_id, size_t *len)
 {
     struct mg_buf b;
     mg__buf_init(&b, 1u << 20);
@@ -44,7 +45,7 @@ struct MHD_Response *gw_error_response(const char *msg, const char *module,
                                        const char *request_id, uint64_t *body_len)
 {
     size_t len;
-    char *body = gw_error_json(msg, module, request_id, &len);
+    char *body = error_json(msg, module, request_id, &len);
     if (body == NULL)
         return NULL;
     struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback(len, body, free);

@@ -26,7 +26,4 @@ struct MHD_Response *gw_local_response(const char *body, const char *content_typ
 void gw_error_header_value(char *buf, size_t len, const char *module, unsigned incarnation,
                            const char *cause);
 
-/* The JSON error body alone (caller frees); NULL on ENOMEM. */
-char *gw_error_json(const char *msg, const char *module, const char *request_id, size_t *len);
-
 #endif

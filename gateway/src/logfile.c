@@ -46,11 +46,6 @@ int gw_log_open(const char *path)
     return 0;
 }
 
-const char *gw_log_path(void)
-{
-    return log_path;
-}
-
 static void write_all(int fd, const char *s, size_t len)
 {
     while (len > 0) {
@@ -64,30 +59,45 @@ static void write_all(int fd, const char *s, size_t len)
     }
 }
 
-void gw_log(enum gw_log_level level, const char *fmt, ...)
+char *gw_log_vline(enum gw_log_level level, const char *who, size_t *len, const char *fmt,
+                   va_list ap)
 {
     static const char *const names[] = { "INFO", "WARN", "ERROR" };
-    char ts[32];
+    char ts[32], prefix[96];
     mg__timestamp(ts);
-    struct mg_buf b;
-    mg__buf_init(&b, 1u << 20);
+    int p = snprintf(prefix, sizeof(prefix), "%s %s %s%s", ts, names[level], who ? who : "",
+                     who ? ": " : "");
+    va_list measure;
+    va_copy(measure, ap);
+    int n = vsnprintf(NULL, 0, fmt, measure);
+    va_end(measure);
+    if (p < 0 || (size_t)p >= sizeof(prefix) || n < 0)
+        return NULL;
+    char *line = malloc((size_t)p + (size_t)n + 2);
+    if (line == NULL)
+        return NULL;
+    memcpy(line, prefix, (size_t)p);
+    vsnprintf(line + p, (size_t)n + 1, fmt, ap);
+    line[p + n] = '\n';
+    line[p + n + 1] = '\0';
+    *len = (size_t)p + (size_t)n + 1;
+    return line;
+}
+
+void gw_log(enum gw_log_level level, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    char *msg = NULL;
-    if (vasprintf(&msg, fmt, ap) < 0)
-        msg = NULL;
+    size_t len = 0;
+    char *line = gw_log_vline(level, NULL, &len, fmt, ap);
     va_end(ap);
-    if (msg == NULL || mg__buf_printf(&b, "%s %s %s\n", ts, names[level], msg) != 0) {
-        free(msg);
-        mg__buf_free(&b);
+    if (line == NULL)
         return;
-    }
-    free(msg);
     if (log_fd >= 0)
-        write_all(log_fd, b.data, b.len);
+        write_all(log_fd, line, len);
     if (log_fd < 0 || level >= GW_WARN)
-        write_all(STDERR_FILENO, b.data, b.len);
-    mg__buf_free(&b);
+        write_all(STDERR_FILENO, line, len);
+    free(line);
 }
 
 void gw_log_raw(const char *text, size_t len)

@@ -15,6 +15,10 @@ enum gw_log_level { GW_INFO, GW_WARN, GW_ERROR };
 /* Opens (appends to) `path`; 0 or -errno. Until then lines go to stderr. */
 int gw_log_open(const char *path);
 void gw_log(enum gw_log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* The line gw_log writes, "TIME LEVEL [who: ]message\n", formatted once and
+ * whole (caller frees; *len without the NUL); NULL on ENOMEM. */
+char *gw_log_vline(enum gw_log_level level, const char *who, size_t *len, const char *fmt,
+                   va_list ap);
 /* Writes a block of text (a log tail) as-is, after the line before it. */
 void gw_log_raw(const char *text, size_t len);
 /* Reopens gateway.log in place (SIGHUP); 0 or -errno. */
@@ -26,8 +30,5 @@ void gw_log_close(void);
 int gw_reopen_onto(int fd, const char *path);
 /* Opens a log file for appending, close-on-exec; the fd or -errno. */
 int gw_open_log(const char *path);
-
-/* The path of gateway.log, NULL before gw_log_open. */
-const char *gw_log_path(void);
 
 #endif

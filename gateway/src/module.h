@@ -61,7 +61,6 @@ struct gw_incarnation {
     bool ready;
     bool kill_sent;             /* we SIGKILLed it; `cause` says why */
     bool stop_sent;             /* we asked it to stop (gateway shutdown) */
-    uint64_t started_ms;        /* monotonic */
     uint64_t deadline_ms;       /* ready or stop deadline, 0 = none */
     struct gw_incarnation *next_live;
 };

@@ -187,15 +187,14 @@ static void module_log_line(struct gw_module *m, const char *fmt, ...)
 /* A line of the gateway's own in the module's log (incarnation starts). */
 static void module_log_line(struct gw_module *m, const char *fmt, ...)
 {
-    char ts[32], msg[512], line[600];
-    mg__timestamp(ts);
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    size_t len = 0;
+    char *line = gw_log_vline(GW_INFO, "modgate", &len, fmt, ap);
     va_end(ap);
-    int n = snprintf(line, sizeof(line), "%s INFO modgate: %s\n", ts, msg);
-    if (n > 0 && write(m->log_fd, line, (size_t)n) < 0)
+    if (line != NULL && write(m->log_fd, line, len) < 0)
         gw_log(GW_WARN, "cannot write to %s: %s", m->log_path, strerror(errno));
+    free(line);
 }
 
 static void set_state(struct gw_module *m, enum gw_state st)
@@ -502,7 +501,6 @@ static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m, bool
     }
     inc->pid = pid;
     inc->ready_fd = pipefd[0];
-    inc->started_ms = now;
     inc->started_at = time(NULL);
     inc->deadline_ms = now + m->conf->ready_timeout_ms;
     /* A pidfd makes the exit an event of its own; without one (kernels
@@ -807,6 +805,8 @@ static void run_once(struct gw_supervisor *s, int max_wait_ms)
             }
         }
     }
+    /* Finished probes are told now, before the next round's deadlines
+     * would start new ones. */
     gw_prober_run(s->prober, mg__now_ms());
 }
 
@@ -818,7 +818,7 @@ static bool settled(struct gw_module *m)
     return done;
 }
 
-int gw_supervisor_start_modules(struct gw_supervisor *s)
+void gw_supervisor_start_modules(struct gw_supervisor *s)
 {
     struct gateway *gw = s->gw;
     for (size_t i = 0; i < gw->nmodules; i++) {
@@ -830,7 +830,7 @@ int gw_supervisor_start_modules(struct gw_supervisor *s)
         for (size_t i = 0; i < gw->nmodules && all; i++)
             all = settled(&gw->modules[i]);
         if (all || s->stop_requested)
-            return 0;
+            return;
         run_once(s, 100);
     }
 }

@@ -23,7 +23,7 @@ struct gw_supervisor *gw_supervisor_new(struct gateway *gw, char *err, size_t er
 
 /* Starts every enabled module and returns once each is ready or has
  * failed to start (it will be retried with backoff). */
-int gw_supervisor_start_modules(struct gw_supervisor *s);
+void gw_supervisor_start_modules(struct gw_supervisor *s);
 
 /* Supervises until SIGTERM or SIGINT, then drains the loops, stops the
  * modules and returns the process exit code. */
