@@ -88,6 +88,7 @@ struct request {
     bool ws;                       /* an Upgrade: websocket request */
     bool ws_open;                  /* the 101 went out: relaying bytes */
     bool hs_sent;                  /* the handshake is written to the module */
+    bool client_eof;               /* the client ended its side of the tunnel */
     int mfd;                       /* our socket to the module, -1 if none */
     int cfd;                       /* the client socket, once upgraded */
     struct bytes hs;               /* handshake out, then the module's answer head */

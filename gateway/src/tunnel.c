@@ -226,13 +226,12 @@ static void head_received(struct request *r, size_t head_len)
     /* else the rest of the error body follows (module events). */
 }
 
-static void relay(struct request *r);
+static void relay(struct request *r, uint32_t module_events, uint32_t client_events);
 
 void gw_tunnel_module_event(struct request *r, uint32_t events)
 {
     if (r->ws_open) {
-        (void)events;
-        relay(r);
+        relay(r, events, 0);
         return;
     }
     /* Handshake phase: first our request goes out, then its answer comes. */
@@ -295,7 +294,7 @@ static void on_upgrade(void *cls, struct MHD_Connection *conn, void *con_cls,
         r->timer_at_ms = mg__now_ms();
         gw_list_push_back(&r->loop->idle_streams, &r->link_timer);
     }
-    relay(r);
+    relay(r, 0, 0);
 }
 
 struct MHD_Response *gw_tunnel_response(struct request *r)
@@ -315,29 +314,45 @@ struct MHD_Response *gw_tunnel_response(struct request *r)
 
 void gw_tunnel_client_event(struct request *r, uint32_t events)
 {
-    (void)events;
-    relay(r);
+    relay(r, 0, events);
 }
 
-/* One round of relaying; ends the tunnel when either side is gone. */
-static void relay(struct request *r)
+/* One round of relaying. A side that ends its input (EOF) still gets what
+ * the other side sent before: the tunnel ends once the bytes read from the
+ * side that closed are delivered (as nginx ends an upgraded connection),
+ * or at once when a side can no longer be written to. A client that stops
+ * reading while we drain is bounded by stream_idle_timeout_ms.
+ *
+ * Hang-ups are reported whatever interest is set, so one is acted on at
+ * once rather than left to fire on every round: a module that hung up is
+ * read to its end (what its socket still holds is bounded by the kernel's
+ * buffer), a client that did is gone. */
+static void relay(struct request *r, uint32_t module_events, uint32_t client_events)
 {
+    const uint32_t hup = EPOLLHUP | EPOLLERR;
     size_t limit = 64 * 1024;
-    bool closed = false;
+    bool gone = (client_events & hup) != 0;
+    bool module_done = (module_events & hup) != 0;
     /* client -> module */
-    if (fill(r->cfd, &r->up, limit, NULL) != 0)
-        closed = true;
-    if (flush(r->mfd, &r->up) != 0)
-        closed = true;
+    if (!gone && !r->client_eof && fill(r->cfd, &r->up, limit, NULL) != 0)
+        r->client_eof = true;
+    if (r->mfd >= 0 && flush(r->mfd, &r->up) != 0)
+        module_done = true;
     /* module -> client */
-    if (fill(r->mfd, &r->down, limit, &r->bytes_out) != 0)
-        closed = true;
-    if (flush(r->cfd, &r->down) != 0)
-        closed = true;
-    if (closed) {
-        /* Whatever one side said last still goes to the other. */
-        flush(r->mfd, &r->up);
-        flush(r->cfd, &r->down);
+    if (r->mfd >= 0 &&
+        (fill(r->mfd, &r->down, module_done ? SIZE_MAX : limit, &r->bytes_out) != 0 ||
+         module_done)) {
+        /* The module is done: what it sent still goes to the client,
+         * nothing more can go to it. */
+        gw_loop_unwatch(r->loop, r->mfd);
+        close(r->mfd);
+        r->mfd = -1;
+        r->mmask = 0;
+        gw_bytes_free(&r->up);
+    }
+    if (!gone && flush(r->cfd, &r->down) != 0)
+        gone = true;
+    if (gone || (r->client_eof && r->up.len == 0) || (r->mfd < 0 && r->down.len == 0)) {
         gw_tunnel_close(r);
         return;
     }
@@ -345,7 +360,8 @@ static void relay(struct request *r)
         r->timer_at_ms = mg__now_ms();
         gw_list_push_back(&r->loop->idle_streams, &r->link_timer);
     }
-    uint32_t cw = (r->up.len < limit ? EPOLLIN : 0u) | (r->down.len > 0 ? EPOLLOUT : 0u);
+    uint32_t cw = (!r->client_eof && r->up.len < limit ? EPOLLIN : 0u) |
+                  (r->down.len > 0 ? EPOLLOUT : 0u);
     uint32_t mw = (r->down.len < limit ? EPOLLIN : 0u) | (r->up.len > 0 ? EPOLLOUT : 0u);
     set_interest(r, r->cfd, &r->cmask, cw, GW_FD_TUNNEL_CLIENT);
     set_interest(r, r->mfd, &r->mmask, mw, GW_FD_TUNNEL_MODULE);

@@ -43,11 +43,14 @@ static bool more(struct ws *w, int ms)
     return true;
 }
 
-/* Opens a session; returns the handshake answer's head (static buffer). */
-static const char *ws_open(struct ws *w, int port, const char *path)
+/* Opens a session; returns the handshake answer's head (static buffer).
+ * A rcvbuf > 0 shrinks the client's receive buffer (a slow reader). */
+static const char *ws_open_rcvbuf(struct ws *w, int port, const char *path, int rcvbuf)
 {
     w->fd = socket(AF_INET, SOCK_STREAM, 0);
     w->len = 0;
+    if (rcvbuf > 0)
+        cr_assert_eq(setsockopt(w->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)), 0);
     struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
     inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
     cr_assert_eq(connect(w->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
@@ -68,6 +71,11 @@ static const char *ws_open(struct ws *w, int port, const char *path)
     memmove(w->buf, w->buf + hl, w->len - hl);
     w->len -= hl;
     return head;
+}
+
+static const char *ws_open(struct ws *w, int port, const char *path)
+{
+    return ws_open_rcvbuf(w, port, path, 0);
 }
 
 static void ws_send(struct ws *w, int opcode, const void *data, size_t len)
@@ -205,6 +213,107 @@ Test(websocket, module_going_away_closes_the_client_side)
     kill(gwp_module_pid(&g, "echo"), SIGKILL);
     cr_expect(closed_by_peer(&w, 3000), "the client's connection ends too");
     close(w.fd);
+    gwp_finish(&g);
+}
+
+/* The module answers a large message and the close, then hangs up, while
+ * the client reads slowly: what the gateway still holds for the client at
+ * the hang-up must reach it, close frame included. */
+Test(websocket, a_slow_client_gets_all_the_module_sent_before_it_closed)
+{
+    struct gwp g;
+    gwp_start_ok(&g, NULL);
+    static struct ws w;
+    const char *head = ws_open_rcvbuf(&w, g.port, "/echo/ws", 4096);
+    cr_assert_eq(strncmp(head, "HTTP/1.1 101", 12), 0, "%s", head);
+    const size_t len = 8u << 20;
+    unsigned char *msg = malloc(len);
+    cr_assert_not_null(msg);
+    for (size_t i = 0; i < len; i++)
+        msg[i] = (unsigned char)(i * 7 + (i >> 12));
+    ws_send(&w, 2, msg, len);
+    unsigned char close_frame[2] = { 0x03, 0xE8 }; /* 1000 */
+    ws_send(&w, 8, close_frame, 2);
+
+    /* Read in small bites until the gateway hangs up. */
+    size_t cap = len + 64, got = w.len;
+    unsigned char *in = malloc(cap);
+    cr_assert_not_null(in);
+    memcpy(in, w.buf, w.len);
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        cr_assert_lt(t.tv_sec - t0.tv_sec, 30, "the tunnel did not end (%zu bytes in)", got);
+        if (!readable(w.fd, 1000))
+            continue;
+        size_t want = cap - got < 4096 ? cap - got : 4096;
+        ssize_t n = want > 0 ? read(w.fd, in + got, want) : 0;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        usleep(500);
+    }
+    close(w.fd);
+    /* The echo: one 8 MiB binary frame (127-length form), then the close. */
+    cr_assert_geq(got, 10, "got %zu bytes", got);
+    cr_expect_eq(in[0], 0x82);
+    cr_expect_eq(in[1], 127);
+    uint64_t flen = 0;
+    for (int i = 0; i < 8; i++)
+        flen = flen << 8 | in[2 + i];
+    cr_assert_eq(flen, len);
+    cr_assert_eq(got, 10 + len + 4, "all of the echo and its close frame (got %zu of %zu bytes)",
+                 got, 10 + len + 4);
+    cr_expect(memcmp(in + 10, msg, len) == 0, "the echo is byte-exact");
+    cr_expect_eq(in[10 + len], 0x88, "the close frame comes last");
+    cr_expect_eq(in[10 + len + 1], 2);
+    free(in);
+    free(msg);
+    gwp_finish(&g);
+}
+
+/* The module dies while the gateway holds echoed bytes for a client that
+ * is not reading: the hang-up is acted on once (no spinning on it while
+ * the client sleeps), and what the module sent still reaches the client
+ * before the tunnel ends. */
+Test(websocket, a_module_dying_towards_a_stalled_client_costs_no_cpu)
+{
+    struct gwp g;
+    gwp_start_ok(&g, NULL);
+    static struct ws w;
+    const char *head = ws_open_rcvbuf(&w, g.port, "/echo/ws", 4096);
+    cr_assert_eq(strncmp(head, "HTTP/1.1 101", 12), 0, "%s", head);
+    const size_t len = 8u << 20;
+    unsigned char *msg = calloc(1, len);
+    cr_assert_not_null(msg);
+    ws_send(&w, 2, msg, len); /* the echo fills every buffer on the way back */
+    free(msg);
+    usleep(300 * 1000);
+    kill(gwp_module_pid(&g, "echo"), SIGKILL);
+    usleep(300 * 1000);
+    long before = cpu_ms(g.pid);
+    usleep(1000 * 1000);
+    long used = cpu_ms(g.pid) - before;
+    cr_expect(used < 200, "the gateway used %ld ms of CPU in 1 s", used);
+
+    /* Now read: part of the echo, then the end of the tunnel. */
+    size_t got = w.len;
+    char tmp[65536];
+    struct timespec t0, t;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        cr_assert_lt(t.tv_sec - t0.tv_sec, 30, "the tunnel did not end (%zu bytes in)", got);
+        if (!readable(w.fd, 1000))
+            continue;
+        ssize_t n = read(w.fd, tmp, sizeof(tmp));
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(w.fd);
+    cr_expect_gt(got, 64 * 1024, "what the module sent before dying arrives (%zu bytes)", got);
     gwp_finish(&g);
 }
 
