@@ -319,7 +319,8 @@ enum MHD_Result mg__stream_start(struct mg_req *req, mg_stream_fn fn)
                                               stream_response_freed);
         if (r == NULL)
             stream_unref(s);
-        else if (mg__add_headers(r, &s->head) != 0 ||
+        else if (mg__head_without_length(r, req->method) != 0 ||
+                 mg__add_headers(r, &s->head) != 0 ||
                  (MHD_get_response_header(r, "Content-Type") == NULL &&
                   MHD_add_response_header(r, "Content-Type", "text/plain; charset=utf-8") !=
                       MHD_YES)) {

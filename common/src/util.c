@@ -1,5 +1,7 @@
 #include "util.h"
 
+#include <microhttpd.h>
+
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -228,4 +230,13 @@ const char *mg__reason(int status)
     case 504: return "Gateway Timeout";
     default: return "Unknown";
     }
+}
+
+int mg__head_without_length(struct MHD_Response *r, const char *method)
+{
+    if (strcmp(method, "HEAD") != 0)
+        return 0;
+    return MHD_set_response_options(r, MHD_RF_HTTP_1_0_COMPATIBLE_STRICT, MHD_RO_END) == MHD_YES
+               ? 0
+               : -1;
 }

@@ -1,6 +1,6 @@
 /*
  * Small helpers shared by the module runtime and the gateway: clocks,
- * timestamps, JSON string escaping, percent-decoding. Internal (mg__ prefix),
+ * timestamps, JSON string escaping, percent-decoding, HEAD answers. Internal (mg__ prefix),
  * not installed.
  */
 #ifndef MG_UTIL_H
@@ -9,6 +9,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+
+struct MHD_Response;
 
 /* Monotonic clock in milliseconds / microseconds. */
 uint64_t mg__now_ms(void);
@@ -50,5 +52,11 @@ char *mg__percent_decode(const char *src, size_t len, bool plus);
 
 /* The standard reason phrase of an HTTP status, "Unknown" for others. */
 const char *mg__reason(int status);
+
+/* A HEAD answer whose length is unknown: libmicrohttpd 0.9.75 would frame
+ * it chunked and send the last chunk (5 bytes of body a HEAD must not
+ * have, read by the client as the start of the next answer), so it goes
+ * out without framing and closes the connection. 0, or -1. */
+int mg__head_without_length(struct MHD_Response *r, const char *method);
 
 #endif

@@ -28,6 +28,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -129,6 +130,7 @@ void gw_req_unref(struct request *r)
     free(r->target);
     free(r->local_body);
     free(r->extra_value);
+    free(r->connection_joined);
     free(r->tail);
     mg__buf_free(&r->resp_hdrs);
     gw_bytes_free(&r->up);
@@ -324,6 +326,17 @@ size_t gw_req_on_header(char *buf, size_t size, size_t n, void *userp)
     return len;
 }
 
+/* Bytes came from the module: it is not silent, so its idle timer starts
+ * again. While the transfer runs, link_timer is on idle_streams if it is
+ * linked at all. */
+static void stream_progress(struct request *r)
+{
+    if (r->easy != NULL && gw_linked(&r->link_timer)) {
+        r->timer_at_ms = mg__now_ms();
+        gw_list_push_back(&r->loop->idle_streams, &r->link_timer);
+    }
+}
+
 static size_t on_write(char *data, size_t size, size_t n, void *userp)
 {
     struct request *r = userp;
@@ -338,15 +351,27 @@ static size_t on_write(char *data, size_t size, size_t n, void *userp)
         return len;
     }
     if (r->down.len >= HIGH_WATER) {
+        /* The client is slow, not the module: while we hold the module
+         * back its silence is ours, and the idle timeout does not run
+         * (as nginx's proxy_read_timeout; a client that stops reading is
+         * cut by the connection timeout instead). */
         r->write_paused = true;
+        gw_list_remove(&r->link_timer);
         return CURL_WRITEFUNC_PAUSE;
     }
     if (gw_bytes_append(&r->down, data, len, SIZE_MAX) != 0)
         return 0;
-    if (gw_linked(&r->link_timer)) {
-        r->timer_at_ms = mg__now_ms();
-        gw_list_push_back(&r->loop->idle_streams, &r->link_timer);
+    /* curl calls us once per chunk of a chunked answer (or per piece of
+     * one that a read split). */
+    if (r->resp_len < 0 && len > 0) {
+        if (r->piece_count == GW_PIECES_MAX) {
+            r->piece[(r->piece_first + r->piece_count - 1) % GW_PIECES_MAX] += (uint32_t)len;
+        } else {
+            r->piece[(r->piece_first + r->piece_count) % GW_PIECES_MAX] = (uint32_t)len;
+            r->piece_count++;
+        }
     }
+    stream_progress(r);
     if (r->reader_waiting)
         gw_req_resume(r);
     return len;
@@ -382,8 +407,14 @@ void gw_proxy_run_unpauses(struct gw_loop *l)
             continue;
         if (r->read_paused && (r->up.len > 0 || r->up_done))
             r->read_paused = false;
-        if (r->write_paused && r->down.len < LOW_WATER)
+        if (r->write_paused && r->down.len < LOW_WATER) {
             r->write_paused = false;
+            /* Waiting on the module again: its silence counts again. */
+            if (r->loop->gw->cfg.limits.stream_idle_timeout_ms > 0) {
+                r->timer_at_ms = mg__now_ms();
+                gw_list_push_back(&r->loop->idle_streams, &r->link_timer);
+            }
+        }
         int mask = (r->read_paused ? CURLPAUSE_SEND : 0) | (r->write_paused ? CURLPAUSE_RECV : 0);
         curl_easy_pause(r->easy, mask);
     }
@@ -502,8 +533,10 @@ static void forwarding_headers(struct hdr_pass *p, struct request *r, const char
         emit(p, "Expect:", "", "", "");
     if (!p->has_accept)
         emit(p, "Accept:", "", "", "");
-    if (!p->has_ctype && r->has_body)
+    if (!p->has_ctype && r->body_framed)
         emit(p, "Content-Type:", "", "", "");
+    if (!r->has_host) /* HTTP/1.0: curl would add one */
+        emit(p, "Host:", "", "", "");
 }
 
 /* Returns the header list (free() it), or NULL on ENOMEM. */
@@ -527,8 +560,7 @@ static struct curl_slist *build_headers(struct request *r, const char *connectio
 static int start_transfer(struct request *r, int64_t content_length)
 {
     struct gw_loop *l = r->loop;
-    const char *connection = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Connection");
-    r->hdrs = build_headers(r, connection);
+    r->hdrs = build_headers(r, r->connection);
     if (r->hdrs == NULL)
         return -1;
     r->easy = easy_get(l);
@@ -549,16 +581,19 @@ static int start_transfer(struct request *r, int64_t content_length)
     curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
     if (strcmp(r->method, "HEAD") == 0) {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-    } else if (r->has_body || strcmp(r->method, "POST") == 0) {
+    } else if (r->body_framed) {
+        /* The body framed as the client framed it: its Content-Length
+         * (0 included), or chunked (-1). */
         curl_easy_setopt(e, CURLOPT_POST, 1L);
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
-        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE,
-                         (curl_off_t)(r->has_body ? content_length : 0));
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)content_length);
         if (!r->has_body)
             r->up_done = true;
         if (strcmp(r->method, "POST") != 0)
             curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
     } else if (strcmp(r->method, "GET") != 0) {
+        /* No body and no framing headers, as the client sent it (curl's
+         * POST mode would add Content-Length: 0). */
         curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
     }
     if (curl_multi_add_handle(l->multi, e) != CURLM_OK)
@@ -607,7 +642,13 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
     if (r->client_gone)
         return MHD_CONTENT_READER_END_WITH_ERROR;
     if (r->down.len > 0) {
+        if (r->piece_count > 0 && r->piece[r->piece_first] < max)
+            max = r->piece[r->piece_first];
         size_t n = gw_bytes_take(&r->down, buf, max);
+        if (r->piece_count > 0 && (r->piece[r->piece_first] -= (uint32_t)n) == 0) {
+            r->piece_first = (r->piece_first + 1) % GW_PIECES_MAX;
+            r->piece_count--;
+        }
         r->bytes_out += n;
         if (r->write_paused && r->down.len < LOW_WATER)
             schedule_unpause(r);
@@ -647,22 +688,37 @@ static void stream_response_freed(void *cls)
     gw_req_unref(r);
 }
 
+/* True if `name` is listed in any of the module's Connection headers. */
+static bool named_in_module_connection(const char *p, const char *end, const char *name,
+                                       size_t nlen)
+{
+    while (p < end) {
+        const char *k = p, *v = p + strlen(p) + 1;
+        p = v + strlen(v) + 1;
+        if (strcasecmp(k, "Connection") == 0 && gw_header_in_connection(v, name, nlen))
+            return true;
+    }
+    return false;
+}
+
 bool gw_req_add_module_headers(struct request *r, struct MHD_Response *resp)
 {
     const char *p = r->resp_hdrs.data, *end = p + r->resp_hdrs.len;
-    const char *connection = NULL;
-    for (const char *q = p; q < end;) {
+    bool has_connection = false;
+    for (const char *q = p; q < end && !has_connection;) {
         const char *name = q, *value = q + strlen(q) + 1;
-        if (strcasecmp(name, "Connection") == 0)
-            connection = value;
+        has_connection = strcasecmp(name, "Connection") == 0;
         q = value + strlen(value) + 1;
     }
     while (p < end) {
         const char *name = p, *value = p + strlen(p) + 1;
         size_t nlen = strlen(name);
         p = value + strlen(value) + 1;
-        if (gw_header_is_hop_by_hop(name, nlen) || gw_header_in_connection(connection, name, nlen) ||
-            strcasecmp(name, "X-Request-Id") == 0)
+        /* X-Modgate-Error and X-Request-Id are the gateway's to say. */
+        if (gw_header_is_hop_by_hop(name, nlen) ||
+            (has_connection &&
+             named_in_module_connection(r->resp_hdrs.data, end, name, nlen)) ||
+            strcasecmp(name, "X-Request-Id") == 0 || strcasecmp(name, "X-Modgate-Error") == 0)
             continue;
         if (MHD_add_response_header(resp, name, value) != MHD_YES)
             return false;
@@ -700,6 +756,11 @@ static enum MHD_Result queue_answer(struct request *r)
             resp = MHD_create_response_from_callback(
                 r->resp_len > 0 ? (uint64_t)r->resp_len : MHD_SIZE_UNKNOWN, 64, no_body_reader,
                 NULL, NULL);
+            if (resp != NULL && r->resp_len < 0 &&
+                mg__head_without_length(resp, r->method) != 0) {
+                MHD_destroy_response(resp);
+                resp = NULL;
+            }
         } else {
             size_t len = r->down.len;
             char *body = r->down.data;
@@ -798,12 +859,103 @@ static void client_address(struct request *r)
     }
 }
 
-static enum MHD_Result count_header_bytes(void *cls, enum MHD_ValueKind kind, const char *k,
-                                          const char *v)
+/* One pass over the request's headers: their size, and what RFC 9112's
+ * framing rules need (how many Host, Content-Length, Transfer-Encoding
+ * and Connection headers, and whether each name is a token). */
+struct head_scan {
+    size_t bytes;
+    unsigned hosts, lengths, codings, connections;
+    bool lengths_differ, bad_name;
+    const char *length, *coding, *connection;
+    size_t connection_bytes;
+};
+
+static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const char *k,
+                                   const char *v)
 {
     (void)kind;
-    *(size_t *)cls += strlen(k) + (v ? strlen(v) : 0) + 4;
+    struct head_scan *h = cls;
+    size_t klen = strlen(k);
+    h->bytes += klen + (v ? strlen(v) : 0) + 4;
+    if (!gw_http_token(k))
+        h->bad_name = true;
+    if (v == NULL)
+        v = "";
+    switch (k[0] | 0x20) {
+    case 'h':
+        if (klen == 4 && strcasecmp(k, "Host") == 0)
+            h->hosts++;
+        break;
+    case 'c':
+        if (klen == 14 && strcasecmp(k, "Content-Length") == 0) {
+            if (h->lengths++ > 0 && strcmp(h->length, v) != 0)
+                h->lengths_differ = true;
+            h->length = v;
+        } else if (klen == 10 && strcasecmp(k, "Connection") == 0) {
+            if (h->connections++ == 0)
+                h->connection = v;
+            h->connection_bytes += strlen(v) + 1;
+        }
+        break;
+    case 't':
+        if (klen == 17 && strcasecmp(k, "Transfer-Encoding") == 0) {
+            h->codings++;
+            h->coding = v;
+        }
+        break;
+    }
     return MHD_YES;
+}
+
+static enum MHD_Result join_connection(void *cls, enum MHD_ValueKind kind, const char *k,
+                                       const char *v)
+{
+    (void)kind;
+    char *out = cls;
+    if (v != NULL && strcasecmp(k, "Connection") == 0) {
+        size_t at = strlen(out);
+        if (at > 0)
+            out[at++] = ',';
+        strcpy(out + at, v);
+    }
+    return MHD_YES;
+}
+
+/* The request head against RFC 9112's rules: a message whose framing is
+ * ambiguous (Content-Length and Transfer-Encoding, differing lengths) is
+ * refused rather than forwarded, since the module may frame it otherwise
+ * and read the rest as another request. Returns the status (400, 501) and
+ * sets the answer, or 0. */
+static int check_head(struct request *r, const char *version, const struct head_scan *h)
+{
+    const char *why = NULL, *cause = "bad_request";
+    int status = 400;
+    if (!gw_http_token(r->method))
+        why = "the method is not a token";
+    else if (!gw_http_target_ok(r->target))
+        why = "the request target has spaces or control characters";
+    else if (h->bad_name)
+        why = "a header name is not a token";
+    else if (h->hosts > 1)
+        why = "more than one Host header";
+    else if (h->hosts == 0 && strcmp(version, "HTTP/1.0") != 0)
+        why = "an HTTP/1.1 request needs a Host header";
+    else if (h->codings > 0 && h->lengths > 0)
+        why = "both Transfer-Encoding and Content-Length";
+    else if (h->lengths_differ)
+        why = "Content-Length headers that differ";
+    else if (h->lengths > 0 && (h->length[0] < '0' || h->length[0] > '9' ||
+                                h->length[strspn(h->length, "0123456789")] != '\0'))
+        why = "Content-Length is not a number";
+    else if (h->codings > 1 || (h->codings == 1 && !gw_te_is_chunked(h->coding))) {
+        why = "only the chunked transfer coding is supported";
+        status = 501;
+        cause = "not_implemented";
+    }
+    if (why == NULL)
+        return 0;
+    gw_req_set_error(r, status, cause, "%s", why);
+    return status;
 }
 
 static void route(struct request *r)
@@ -851,7 +1003,7 @@ static void route(struct request *r)
         r->extra_value = NULL;
 }
 
-static enum MHD_Result first_call(struct request *r, const char *method)
+static enum MHD_Result first_call(struct request *r, const char *method, const char *version)
 {
     struct gw_loop *l = r->loop;
     const struct gw_config *c = &l->gw->cfg;
@@ -866,12 +1018,27 @@ static enum MHD_Result first_call(struct request *r, const char *method)
         r->id[32] = '\0';
     }
 
-    size_t hbytes = strlen(r->target) + strlen(method) + 12;
-    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, count_header_bytes, &hbytes);
-    if (hbytes > c->limits.max_header_bytes) {
+    struct head_scan h = { .bytes = strlen(r->target) + strlen(method) + 12 };
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, scan_header, &h);
+    if (h.bytes > c->limits.max_header_bytes) {
         gw_req_set_error(r, 431, "headers_too_large", "request headers are %zu bytes, over the limit of %u",
-                  hbytes, c->limits.max_header_bytes);
+                  h.bytes, c->limits.max_header_bytes);
         return MHD_YES;
+    }
+    if (check_head(r, version, &h) != 0)
+        return queue_answer(r); /* and close: where this request ends is unclear */
+    r->has_host = h.hosts > 0;
+    r->connection = h.connection;
+    if (h.connections > 1) {
+        /* Rare: several Connection headers; their tokens all count. */
+        r->connection_joined = calloc(1, h.connection_bytes + 1);
+        if (r->connection_joined == NULL) {
+            gw_req_set_error(r, 500, "internal", "out of memory");
+            return MHD_YES;
+        }
+        MHD_get_connection_values(r->conn, MHD_HEADER_KIND, join_connection,
+                                  r->connection_joined);
+        r->connection = r->connection_joined;
     }
     const char *body;
     const char *ctype;
@@ -888,18 +1055,19 @@ static enum MHD_Result first_call(struct request *r, const char *method)
     if (r->local_status != 0)
         return MHD_YES;
 
-    if (gw_tunnel_wanted(r->conn, method)) {
+    if (gw_tunnel_wanted(r->conn, method, r->connection)) {
         r->ws = true;
         gw_tunnel_start(r); /* on failure an answer (or the wait for one) is set */
         return MHD_YES;
     }
-    const char *cl = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Content-Length");
-    const char *te = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Transfer-Encoding");
     int64_t content_length = -1;
-    if (cl != NULL) {
-        char *end;
-        unsigned long long v = strtoull(cl, &end, 10);
-        content_length = (int64_t)v;
+    r->body_framed = h.lengths > 0 || h.codings > 0;
+    if (h.lengths > 0) {
+        errno = 0;
+        unsigned long long v = strtoull(h.length, NULL, 10);
+        if (errno == ERANGE)
+            v = ULLONG_MAX;
+        content_length = v > INT64_MAX ? INT64_MAX : (int64_t)v;
         if (v > c->limits.max_body_bytes) {
             gw_req_set_error(r, 413, "too_large", "request body of %llu bytes is over the limit of %" PRIu64,
                       v, c->limits.max_body_bytes);
@@ -907,7 +1075,7 @@ static enum MHD_Result first_call(struct request *r, const char *method)
             return queue_answer(r);
         }
         r->has_body = v > 0;
-    } else if (te != NULL) {
+    } else if (h.codings > 0) {
         r->has_body = true;
     }
     if (start_transfer(r, content_length) != 0) {
@@ -947,7 +1115,7 @@ enum MHD_Result gw_proxy_on_request(void *cls, struct MHD_Connection *conn, cons
                                     const char *upload_data, size_t *upload_data_size,
                                     void **con_cls)
 {
-    (void)cls, (void)conn, (void)url, (void)version;
+    (void)cls, (void)conn, (void)url;
     struct request *r = *con_cls;
     if (r == NULL)
         return MHD_NO;
@@ -957,7 +1125,7 @@ enum MHD_Result gw_proxy_on_request(void *cls, struct MHD_Connection *conn, cons
         r->first_call_done = true;
         /* Answering in this first call would cost the keep-alive
          * connection (PERF.md), so only 413 does. */
-        return first_call(r, method);
+        return first_call(r, method, version);
     }
     if (r->queued) {
         *upload_data_size = 0;

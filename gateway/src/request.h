@@ -27,6 +27,8 @@ struct bytes {
     size_t off, len, cap;
 };
 
+#define GW_PIECES_MAX 32
+
 struct request {
     struct gw_loop *loop;
     struct MHD_Connection *conn;
@@ -36,6 +38,10 @@ struct request {
     char *target;                  /* request target as sent: path?query */
     size_t pathlen;
     const char *method;            /* MHD's, valid while the connection lives */
+    const char *connection;        /* the Connection tokens, all headers' (or NULL) */
+    char *connection_joined;       /* their storage when several headers had them */
+    bool has_host;
+    bool body_framed;              /* the client sent Content-Length or Transfer-Encoding */
     uint64_t start_us;
     uint64_t timer_at_ms;          /* start of the current timer list entry */
     char id[132];
@@ -75,6 +81,11 @@ struct request {
     int64_t resp_len;              /* Content-Length, -1 if none */
     bool headers_done, stream_mode, resp_ready;
     struct bytes down;
+    /* Where the module's chunks end in `down` (a chunked stream), so that
+     * each leaves as one chunk of its own (SPEC §4: chunk by chunk). Past
+     * GW_PIECES_MAX waiting chunks, newer ones are merged into the last. */
+    uint32_t piece[GW_PIECES_MAX];
+    unsigned piece_first, piece_count;
     bool write_paused;
     bool upstream_done, upstream_failed, failure_known;
     CURLcode result;

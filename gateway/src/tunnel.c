@@ -34,13 +34,12 @@ static bool has_token(const char *value, const char *token)
     return value != NULL && gw_header_in_connection(value, token, strlen(token));
 }
 
-bool gw_tunnel_wanted(struct MHD_Connection *conn, const char *method)
+bool gw_tunnel_wanted(struct MHD_Connection *conn, const char *method, const char *connection)
 {
     if (strcmp(method, "GET") != 0)
         return false;
     const char *up = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Upgrade");
-    return up != NULL && has_token(up, "websocket") &&
-           has_token(MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Connection"), "upgrade");
+    return up != NULL && has_token(up, "websocket") && has_token(connection, "upgrade");
 }
 
 struct head_ctx {
@@ -68,7 +67,7 @@ static enum MHD_Result add_header(void *cls, enum MHD_ValueKind kind, const char
 
 static int build_handshake(struct request *r, struct mg_buf *b)
 {
-    const char *connection = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Connection");
+    const char *connection = r->connection;
     const char *upgrade = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Upgrade");
     const char *xff = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Forwarded-For");
     struct head_ctx h = { .b = b, .connection = connection };

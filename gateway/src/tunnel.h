@@ -21,7 +21,7 @@ struct request;
 struct gw_loop;
 
 /* True for a WebSocket handshake request. */
-bool gw_tunnel_wanted(struct MHD_Connection *conn, const char *method);
+bool gw_tunnel_wanted(struct MHD_Connection *conn, const char *method, const char *connection);
 
 /* Connects to the module and sends the handshake; the answer arrives
  * through gw_tunnel_module_event. 0, or -1 with an error answer set. */

@@ -12,7 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
+#include <arpa/inet.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -23,6 +27,50 @@ long ms_now(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+char *raw_exchange(int port, const char *unix_path, const char *req, size_t len, int quiet_ms,
+                   size_t *outlen)
+{
+    int fd;
+    if (port > 0) {
+        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+        inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0,
+                  "connect to port %d", port);
+    } else {
+        struct sockaddr_un sa = { .sun_family = AF_UNIX };
+        snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", unix_path);
+        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0,
+                  "connect to %s", unix_path);
+    }
+    for (size_t off = 0; off < len;) {
+        ssize_t n = send(fd, req + off, len - off, MSG_NOSIGNAL);
+        if (n <= 0)
+            break; /* the peer may answer and close before reading it all */
+        off += (size_t)n;
+    }
+    size_t n = 0, cap = 65536;
+    char *out = malloc(cap + 1);
+    cr_assert_not_null(out);
+    struct pollfd p = { .fd = fd, .events = POLLIN };
+    while (poll(&p, 1, quiet_ms) > 0) {
+        if (n == cap) {
+            cap *= 2;
+            out = realloc(out, cap + 1);
+            cr_assert_not_null(out);
+        }
+        ssize_t got = recv(fd, out + n, cap - n, 0);
+        if (got <= 0)
+            break;
+        n += (size_t)got;
+    }
+    close(fd);
+    out[n] = '\0';
+    *outlen = n;
+    return out;
 }
 
 long rss_kb(pid_t pid)

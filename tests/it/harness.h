@@ -76,6 +76,13 @@ const char *http_header(const struct http_resp *r, const char *name);
 size_t http_header_count(const struct http_resp *r, const char *name);
 void http_free(struct http_resp *r);
 
+/* Sends `req` (len bytes) as is on a new connection to 127.0.0.1:port, or
+ * to the Unix socket `unix_path` if port is 0, and returns every byte that
+ * comes back until the peer closes or stays silent for `quiet_ms` (caller
+ * frees; *outlen gets the length). For requests curl cannot make. */
+char *raw_exchange(int port, const char *unix_path, const char *req, size_t len, int quiet_ms,
+                   size_t *outlen);
+
 /* Monotonic milliseconds. */
 long ms_now(void);
 /* VmRSS of a process in KiB, -1 if unknown. */

@@ -258,3 +258,64 @@ Test(errors, access_log_records_errors_with_cause)
     free(log);
     gwp_finish(&g);
 }
+
+/* Requests RFC 9112 says to refuse: each gets the gateway's JSON error and
+ * the connection closes (where such a request ends is unclear), and none
+ * reaches a module. Sent raw: curl will not make them. */
+Test(errors, malformed_requests_are_refused_not_forwarded)
+{
+    struct gwp g;
+    gwp_start_ok(&g, NULL);
+    static const struct {
+        const char *req;
+        const char *status;
+        const char *cause;
+    } cases[] = {
+        /* Request smuggling: the module would read 3 bytes of body and
+         * the rest as a request of its own. */
+        { "POST /echo/a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+          "Transfer-Encoding: chunked\r\n\r\n"
+          "2e\r\nXYZGET /echo/SMUGGLED HTTP/1.1\r\nHost: evil\r\n\r\n\r\n0\r\n\r\n",
+          "400", "bad_request" },
+        { "POST /echo/a HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 5\r\n\r\nabcde",
+          "400", "bad_request" },
+        { "POST /echo/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+          "501", "not_implemented" },
+        { "POST /echo/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n", "501",
+          "not_implemented" },
+        { "GET /echo/a HTTP/1.1\r\n\r\n", "400", "bad_request" },
+        { "GET /echo/a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "400", "bad_request" },
+        { "G@T /echo/a HTTP/1.1\r\nHost: x\r\n\r\n", "400", "bad_request" },
+        { "GET /echo/a HTTP/1.1\r\nHost: x\r\nBad Name: 1\r\n\r\n", "400", "bad_request" },
+        { "GET /echo/a\x1b[31mred HTTP/1.1\r\nHost: x\r\n\r\n", "400", "bad_request" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t n;
+        char *out = raw_exchange(g.port, NULL, cases[i].req, strlen(cases[i].req), 3000, &n);
+        char want[64];
+        snprintf(want, sizeof(want), "HTTP/1.1 %s ", cases[i].status);
+        cr_expect_eq(strncmp(out, want, strlen(want)), 0, "case %zu: %.80s", i, out);
+        snprintf(want, sizeof(want), "X-Modgate-Error: cause=%s\r\n", cases[i].cause);
+        cr_expect_not_null(strstr(out, want), "case %zu: %s", i, out);
+        cr_expect_not_null(strstr(out, "\r\n\r\n{\"error\": "), "case %zu: JSON body: %s", i, out);
+        cr_expect_not_null(strcasestr(out, "Connection: close\r\n"), "case %zu: %s", i, out);
+        /* One answer, then the end of the connection (raw_exchange reads
+         * to EOF): nothing of a second request came back. */
+        cr_expect_null(strstr(strstr(out, "\r\n\r\n"), "\nHTTP/1."), "case %zu: %s", i, out);
+        free(out);
+    }
+    /* The next client gets its own answer, and no module ran the smuggled
+     * request. */
+    struct http_resp r;
+    cr_assert_eq(http_get(gwp_url(&g, "/echo/victim"), &r), 0);
+    cr_expect_eq(r.status, 200);
+    cr_expect_not_null(strstr(r.body, "\"path\":\"/echo/victim\""), "%s", r.body);
+    http_free(&r);
+    cr_expect(gwp_wait_log(&g, "access.log", "GET /echo/victim", 3000));
+    cr_expect(gwp_wait_log(&g, "access.log", " 400 ", 3000), "refusals are logged");
+    cr_expect(gwp_wait_log(&g, "access.log", " 501 ", 3000), "refusals are logged");
+    char *access = gwp_log(&g, "access.log");
+    cr_expect_null(strstr(access, "SMUGGLED"), "%s", access);
+    free(access);
+    gwp_finish(&g);
+}

@@ -2,7 +2,10 @@
 #include <criterion/criterion.h>
 #include <jansson.h>
 #include <stdlib.h>
+#include <signal.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <nettle/sha2.h>
 
@@ -305,4 +308,98 @@ Test(forward, many_keepalive_requests_on_one_connection)
     fclose(devnull);
     free(url);
     curl_easy_cleanup(e);
+}
+
+/* The echo of a raw request: its JSON, from the answer's body. */
+static json_t *raw_echo(const char *req)
+{
+    size_t n;
+    char *out = raw_exchange(g.port, NULL, req, strlen(req), 3000, &n);
+    cr_assert_eq(strncmp(out, "HTTP/1.1 200 ", 13), 0, "%s", out);
+    const char *body = strstr(out, "\r\n\r\n");
+    cr_assert_not_null(body, "%s", out);
+    json_t *j = json_loads(body + 4, 0, NULL);
+    cr_assert_not_null(j, "not JSON: %s", out);
+    free(out);
+    return j;
+}
+
+Test(forward, every_connection_header_counts)
+{
+    json_t *j = raw_echo("GET /echo/c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                         "Connection: X-A\r\nX-A: 1\r\nX-B: 2\r\n\r\n");
+    json_t *h = json_object_get(j, "headers");
+    cr_expect_null(json_object_get(h, "x-a"), "X-A is named by the second Connection header");
+    cr_expect_str_eq(jstr(j, "headers", "x-b"), "2");
+    json_decref(j);
+}
+
+/* Only what the client sent: no Content-Length, Content-Type or Host made
+ * up along the way. */
+Test(forward, no_framing_or_host_headers_are_invented)
+{
+    json_t *j = raw_echo("POST /echo/p HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    json_t *h = json_object_get(j, "headers");
+    cr_expect_str_eq(jstr(j, "method", NULL), "POST");
+    cr_expect_null(json_object_get(h, "content-length"));
+    cr_expect_null(json_object_get(h, "content-type"));
+    json_decref(j);
+
+    j = raw_echo("POST /echo/p HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    h = json_object_get(j, "headers");
+    cr_expect_str_eq(jstr(j, "headers", "content-length"), "0");
+    cr_expect_null(json_object_get(h, "content-type"));
+    json_decref(j);
+
+    j = raw_echo("GET /echo/old HTTP/1.0\r\n\r\n");
+    h = json_object_get(j, "headers");
+    cr_expect_null(json_object_get(h, "host"), "an HTTP/1.0 request without Host stays so");
+    json_decref(j);
+}
+
+Test(forward, a_module_cannot_speak_for_the_gateway)
+{
+    struct http_resp r;
+    cr_assert_eq(http_get(gwp_url(&g, "/echo/respond?status=200&header=X-Modgate-Error:fake"
+                                      "&header=X-Other:kept"), &r), 0);
+    cr_expect_eq(r.status, 200);
+    cr_expect_null(http_header(&r, "X-Modgate-Error"), "X-Modgate-Error is the gateway's own");
+    cr_expect_str_eq(http_header(&r, "X-Other"), "kept");
+    http_free(&r);
+}
+
+/* libmicrohttpd frames an answer of unknown length chunked, and for a HEAD
+ * sent the last chunk anyway: 5 bytes the client reads as the start of
+ * its next answer. The module run alone, and the gateway, send none. */
+Test(forward, head_on_a_streaming_route_has_no_body)
+{
+    const char *req = "HEAD /hello/ticks?n=3 HTTP/1.1\r\nHost: x\r\n\r\n";
+    size_t n;
+    char *out = raw_exchange(g.port, NULL, req, strlen(req), 3000, &n);
+    cr_assert_eq(strncmp(out, "HTTP/1.1 200 ", 13), 0, "%s", out);
+    char *end = strstr(out, "\r\n\r\n");
+    cr_assert_not_null(end);
+    cr_expect_eq((size_t)(end + 4 - out), n, "bytes after the HEAD answer's head: %s", end + 4);
+    free(out);
+
+    char sock[300];
+    snprintf(sock, sizeof(sock), "%s/hello.sock", g.dir);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        char listen[320];
+        snprintf(listen, sizeof(listen), "unix:%s", sock);
+        execl(MODGATE_BIN, MODGATE_BIN, "--module", "hello", "--listen", listen, (char *)NULL);
+        _exit(127);
+    }
+    for (int i = 0; i < 100 && access(sock, F_OK) != 0; i++)
+        usleep(20 * 1000);
+    out = raw_exchange(0, sock, req, strlen(req), 3000, &n);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    cr_assert_eq(strncmp(out, "HTTP/1.1 200 ", 13), 0, "%s", out);
+    end = strstr(out, "\r\n\r\n");
+    cr_assert_not_null(end);
+    cr_expect_eq((size_t)(end + 4 - out), n, "the module alone: bytes after the head: %s", end + 4);
+    free(out);
 }

@@ -96,7 +96,9 @@ Test(stream, server_sent_events_one_by_one)
     gwp_finish(&g);
 }
 
-Test(stream, ticks_one_chunk_each)
+/* Each chunk the module writes leaves the gateway as one chunk of its own,
+ * even when several arrive together (SPEC §4 and §7: one chunk each). */
+Test(stream, chunks_keep_their_boundaries)
 {
     struct gwp g;
     gwp_start_ok(&g, NULL);
@@ -105,6 +107,28 @@ Test(stream, ticks_one_chunk_each)
     cr_assert_eq(get_pieces(gwp_url(&g, "/hello/ticks"), &a, &status), CURLE_OK);
     cr_expect_eq(status, 200);
     cr_expect_str_eq(a.body, "tick 0\ntick 1\ntick 2\ntick 3\ntick 4\n");
+
+    static const struct {
+        const char *path, *body;
+    } cases[] = {
+        { "/hello/ticks?n=3", "7\r\ntick 0\n\r\n7\r\ntick 1\n\r\n7\r\ntick 2\n\r\n0\r\n\r\n" },
+        { "/stream/count?n=3&interval_ms=0",
+          "7\r\nline 0\n\r\n7\r\nline 1\n\r\n7\r\nline 2\n\r\n0\r\n\r\n" },
+        { "/stream/fail?after=2", "7\r\nline 0\n\r\n7\r\nline 1\n\r\n27\r\n"
+                                  "error: failed on purpose after 2 lines\n\r\n0\r\n\r\n" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char req[256];
+        int len = snprintf(req, sizeof(req),
+                           "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                           cases[i].path);
+        size_t n;
+        char *out = raw_exchange(g.port, NULL, req, (size_t)len, 3000, &n);
+        const char *body = strstr(out, "\r\n\r\n");
+        cr_assert_not_null(body, "%s", out);
+        cr_expect_str_eq(body + 4, cases[i].body, "%s", cases[i].path);
+        free(out);
+    }
     gwp_finish(&g);
 }
 
@@ -405,6 +429,42 @@ Test(stream, idle_stream_is_ended_after_the_timeout)
     cr_expect_eq(strncmp(a.body, "line 0\n", 7), 0, "%s", a.body);
     cr_expect_not_null(strstr(a.body, "idle"), "%s", a.body);
     cr_expect(gwp_wait_log(&g, "access.log", "timeout_idle", 3000));
+    gwp_finish(&g);
+}
+
+static size_t count_bytes(char *p, size_t size, size_t n, void *userp)
+{
+    (void)p;
+    *(size_t *)userp += size * n;
+    return size * n;
+}
+
+/* A client reading slowly holds the module back (backpressure), but the
+ * stream moves: it is not "silent", and stream_idle_timeout_ms must not
+ * cut it. */
+Test(stream, a_slow_reader_is_not_an_idle_stream)
+{
+    struct gwp g;
+    gwp_start_ok(&g, "{\"limits\": {\"stream_idle_timeout_ms\": 500}}");
+    const size_t total = 8u << 20;
+    char path[64];
+    snprintf(path, sizeof(path), "/stream/bytes?n=%zu", total);
+    CURL *c = curl_easy_init();
+    size_t got = 0;
+    curl_easy_setopt(c, CURLOPT_URL, gwp_url(&g, path));
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, count_bytes);
+    curl_easy_setopt(c, CURLOPT_WRITEDATA, &got);
+    /* About 4 s for 8 MiB: more than the socket buffers on the way hold,
+     * so the module waits on this client for longer than the timeout. */
+    curl_easy_setopt(c, CURLOPT_MAX_RECV_SPEED_LARGE, (curl_off_t)(2 << 20));
+    CURLcode rc = curl_easy_perform(c);
+    curl_easy_cleanup(c);
+    cr_expect_eq(rc, CURLE_OK, "%s", curl_easy_strerror(rc));
+    cr_expect_eq(got, total, "the whole stream came (%zu of %zu bytes)", got, total);
+    cr_expect(gwp_wait_log(&g, "access.log", "GET /stream/bytes", 3000));
+    char *access = gwp_log(&g, "access.log");
+    cr_expect_null(strstr(access, "timeout_idle"), "%s", access);
+    free(access);
     gwp_finish(&g);
 }
 

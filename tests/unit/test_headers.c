@@ -165,3 +165,40 @@ Test(request_id, every_byte)
                      want ? "valid" : "invalid");
     }
 }
+
+Test(syntax, tokens)
+{
+    const char *good[] = { "GET", "POST", "M-SEARCH", "X-Foo_Bar", "a.b", "!#$%&'*+-.^_`|~09AZaz" };
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        cr_expect(gw_http_token(good[i]), "\"%s\" is a token", good[i]);
+    const char *bad[] = { "", "G@T", "Bad Header", "a:b", "x\ty", "(x)", "a,b", "a/b", "q?",
+                          "{x}", "\x7f", "\xc3\xa9", "\"q\"", "a\\b", "a[1]", "a=b", "<x>" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_expect(!gw_http_token(bad[i]), "\"%s\" is not a token", bad[i]);
+}
+
+Test(syntax, request_targets)
+{
+    cr_expect(gw_http_target_ok("/"));
+    cr_expect(gw_http_target_ok("/echo/a%20b?x=1&y=%2F#frag"));
+    cr_expect(gw_http_target_ok("*"));
+    cr_expect(gw_http_target_ok("/caf\xc3\xa9")); /* raw UTF-8 is passed on as is */
+    cr_expect(!gw_http_target_ok(""));
+    cr_expect(!gw_http_target_ok("/a b"));
+    cr_expect(!gw_http_target_ok("/a\x1b[31m"));
+    cr_expect(!gw_http_target_ok("/a\x7f"));
+    cr_expect(!gw_http_target_ok("/a\tb"));
+    cr_expect(!gw_http_target_ok("/a\rb"));
+}
+
+Test(syntax, only_chunked_is_decoded)
+{
+    cr_expect(gw_te_is_chunked("chunked"));
+    cr_expect(gw_te_is_chunked("Chunked"));
+    cr_expect(gw_te_is_chunked(" chunked\t"));
+    cr_expect(!gw_te_is_chunked("gzip, chunked"));
+    cr_expect(!gw_te_is_chunked("chunked, gzip"));
+    cr_expect(!gw_te_is_chunked("identity"));
+    cr_expect(!gw_te_is_chunked("chunkedx"));
+    cr_expect(!gw_te_is_chunked(""));
+}
