@@ -1,5 +1,6 @@
 #include "accesslog.h"
 
+#include <stdbool.h>
 #include <string.h>
 
 char *gw_fmt_u64(char *p, uint64_t v)
@@ -22,19 +23,55 @@ void gw_fmt_hex64(char *p, uint64_t v)
         p[i] = digits[v & 15];
 }
 
-static char *put_field(char *p, const char *s)
+/*
+ * The bytes a field cannot hold as they are, written as \xHH (upper-case
+ * hex) the way nginx's access log writes them: control bytes, DEL and
+ * everything above (so no byte of a client's target reaches a terminal or
+ * a log reader as a control sequence or as part of a character), '"' and
+ * '\\' (so the escapes themselves stay unambiguous), and the space that
+ * separates the fields (so a target with spaces stays one field).
+ */
+static inline bool must_escape(unsigned char c)
 {
-    if (s == NULL || s[0] == '\0')
-        s = "-";
-    size_t n = strlen(s);
-    memcpy(p, s, n);
-    p[n] = ' ';
-    return p + n + 1;
+    return c <= ' ' || c >= 0x7f || c == '"' || c == '\\';
 }
 
+/* The bytes s takes in the line, escapes and the separator included. */
 static size_t field_len(const char *s)
 {
-    return (s == NULL || s[0] == '\0' ? 1 : strlen(s)) + 1;
+    if (s == NULL || s[0] == '\0')
+        return 2;
+    size_t n = 1;
+    for (const unsigned char *q = (const unsigned char *)s; *q != '\0'; q++)
+        n += must_escape(*q) ? 4 : 1;
+    return n;
+}
+
+/* Writes s (or "-") and a space at p; returns the end. The runs of bytes
+ * that need no escape, which is every byte of an ordinary request, are
+ * copied whole. */
+static char *put_field(char *p, const char *s)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    if (s == NULL || s[0] == '\0')
+        s = "-";
+    for (;;) {
+        const char *run = s;
+        while (*s != '\0' && !must_escape((unsigned char)*s))
+            s++;
+        memcpy(p, run, (size_t)(s - run));
+        p += s - run;
+        if (*s == '\0')
+            break;
+        unsigned char c = (unsigned char)*s++;
+        p[0] = '\\';
+        p[1] = 'x';
+        p[2] = hex[c >> 4];
+        p[3] = hex[c & 15];
+        p += 4;
+    }
+    *p++ = ' ';
+    return p;
 }
 
 int gw_access_format(struct mg_buf *b, const struct gw_access_entry *e)

@@ -3,6 +3,10 @@
  *   time request-id client method target module incarnation status bytes ms cause
  * formatted by hand: it is written for every request, and printf-family
  * formatting (twice, to measure then write) cost ~10k instructions a line.
+ * In every text field, bytes below 0x21 (space included), 0x7f and above,
+ * '"' and '\\' are written as \xHH (nginx's escaping, plus the space that
+ * separates fields), so a client's bytes can neither split a field nor
+ * reach a terminal as a control sequence.
  */
 #ifndef GW_ACCESSLOG_H
 #define GW_ACCESSLOG_H
