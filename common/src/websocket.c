@@ -351,12 +351,14 @@ enum MHD_Result mg__ws_start(struct mg_req *req)
     char accept[WS_ACCEPT_LEN + 1];
     ws_accept(key, accept);
 
-    /* The request lives until the connection closes, after the session. */
+    /* The request lives until the connection closes, after the session.
+     * libmicrohttpd's upgrade response already holds "Connection: Upgrade"
+     * (and refuses to queue one without it); adding it again would merge
+     * into "Connection: Upgrade, Upgrade". */
     r = MHD_create_response_for_upgrade(on_upgrade, req);
     if (r == NULL)
         return MHD_NO;
     if (MHD_add_response_header(r, "Upgrade", "websocket") != MHD_YES ||
-        MHD_add_response_header(r, "Connection", "Upgrade") != MHD_YES ||
         MHD_add_response_header(r, "Sec-WebSocket-Accept", accept) != MHD_YES) {
         MHD_destroy_response(r);
         return MHD_NO;

@@ -301,9 +301,11 @@ struct MHD_Response *gw_tunnel_response(struct request *r)
     struct MHD_Response *resp = MHD_create_response_for_upgrade(on_upgrade, r);
     if (resp == NULL)
         return NULL;
-    /* libmicrohttpd insists on its own Connection header for a 101. */
+    /* The response already holds libmicrohttpd's own "Connection: Upgrade"
+     * (it refuses to queue a 101 without one); a second would be merged
+     * into "Connection: Upgrade, Upgrade". The module's Connection and
+     * Upgrade are hop-by-hop, so not copied. */
     if (MHD_add_response_header(resp, "Upgrade", "websocket") != MHD_YES ||
-        MHD_add_response_header(resp, "Connection", "Upgrade") != MHD_YES ||
         !gw_req_add_module_headers(r, resp)) {
         MHD_destroy_response(resp);
         return NULL;

@@ -4,10 +4,14 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -76,6 +80,29 @@ static const char *ws_open_rcvbuf(struct ws *w, int port, const char *path, int 
 static const char *ws_open(struct ws *w, int port, const char *path)
 {
     return ws_open_rcvbuf(w, port, path, 0);
+}
+
+/* True if the head has exactly one Connection header and its value is the
+ * single token "Upgrade" (libmicrohttpd merges a second one given for an
+ * upgrade response into "Upgrade, Upgrade"). */
+static bool one_connection_upgrade(const char *head)
+{
+    int count = 0;
+    bool single = false;
+    for (const char *line = strstr(head, "\r\n"); line != NULL && line[2] != '\0';
+         line = strstr(line + 2, "\r\n")) {
+        const char *name = line + 2;
+        if (strncasecmp(name, "Connection:", 11) != 0)
+            continue;
+        count++;
+        const char *v = name + 11, *end = strstr(v, "\r\n");
+        while (*v == ' ' || *v == '\t')
+            v++;
+        while (end > v && (end[-1] == ' ' || end[-1] == '\t'))
+            end--;
+        single = end - v == 7 && strncasecmp(v, "Upgrade", 7) == 0;
+    }
+    return count == 1 && single;
 }
 
 static void ws_send(struct ws *w, int opcode, const void *data, size_t len)
@@ -157,6 +184,7 @@ Test(websocket, echo_round_trip_through_the_gateway)
     const char *head = ws_open(&w, g.port, "/echo/ws");
     cr_assert_eq(strncmp(head, "HTTP/1.1 101", 12), 0, "%s", head);
     cr_expect_not_null(strcasestr(head, "Upgrade: websocket"), "%s", head);
+    cr_expect(one_connection_upgrade(head), "one Connection: Upgrade expected:\n%s", head);
     cr_expect_not_null(strstr(head, "Sec-WebSocket-Accept: " ACCEPT), "%s", head);
     cr_expect_not_null(strstr(head, "X-Request-Id: ws-1"), "%s", head);
 
@@ -348,4 +376,48 @@ Test(websocket, a_handshake_on_a_plain_route_gets_its_normal_answer)
     cr_expect_eq(strncmp(head, "HTTP/1.1 404", 12), 0, "%s", head);
     close(w.fd);
     gwp_finish(&g);
+}
+
+/* The echo module run alone (SPEC §7) answers the handshake itself, with
+ * the same head: one Connection header, one Upgrade token. */
+Test(websocket, a_module_run_alone_answers_with_one_connection_upgrade)
+{
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    pid_t pid = fork();
+    cr_assert_neq(pid, -1);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(p[1], 1);
+        close(p[0]);
+        execl(MODGATE_BIN, MODGATE_BIN, "--module", "echo", "--listen", "127.0.0.1:0", NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    char buf[512] = "";
+    size_t len = 0;
+    while (strstr(buf, "ready on 127.0.0.1:") == NULL || strchr(buf, '\n') == NULL) {
+        cr_assert(readable(p[0], 10000) && len < sizeof(buf) - 1, "no ready line: %s", buf);
+        ssize_t n = read(p[0], buf + len, sizeof(buf) - 1 - len);
+        cr_assert_gt(n, 0, "no ready line: %s", buf);
+        len += (size_t)n;
+        buf[len] = '\0';
+    }
+    int port = atoi(strstr(buf, "ready on 127.0.0.1:") + strlen("ready on 127.0.0.1:"));
+    static struct ws w;
+    const char *head = ws_open(&w, port, "/echo/ws");
+    cr_assert_eq(strncmp(head, "HTTP/1.1 101", 12), 0, "%s", head);
+    cr_expect(one_connection_upgrade(head), "one Connection: Upgrade expected:\n%s", head);
+    cr_expect_not_null(strstr(head, "Sec-WebSocket-Accept: " ACCEPT), "%s", head);
+    char got[64];
+    size_t n;
+    ws_send(&w, 1, "alone", 5);
+    cr_expect_eq(ws_recv(&w, got, &n), 1);
+    cr_expect(n == 5 && memcmp(got, "alone", 5) == 0);
+    close(w.fd);
+    kill(pid, SIGTERM);
+    int status;
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+    close(p[0]);
 }
