@@ -29,9 +29,15 @@ static bool path_is(const char *target, size_t pathlen, const char *path)
     return strlen(path) == pathlen && memcmp(target, path, pathlen) == 0;
 }
 
-/* readyz: ok when every enabled module is ready. *body: caller frees. */
+/* readyz: ok when every enabled module is ready, and never once shutdown
+ * has begun, so that a load balancer stops sending before the listener
+ * closes. *body: caller frees. */
 static int readyz(struct gateway *gw, const char **body)
 {
+    if (atomic_load(&gw->stopping)) {
+        *body = strdup("stopping: the gateway is draining\n");
+        return *body ? 503 : 500;
+    }
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);

@@ -789,6 +789,8 @@ static void run_once(struct gw_supervisor *s, int max_wait_ms)
                 } else if (!s->stop_requested) {
                     gw_log(GW_INFO, "%s received: stopping", sigabbrev_np((int)si.ssi_signo));
                     s->stop_requested = true;
+                    /* From now on readyz says so, also during startup. */
+                    atomic_store(&s->gw->stopping, true);
                 }
             }
         } else if (tag == W_WAKE) {

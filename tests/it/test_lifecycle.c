@@ -540,3 +540,30 @@ Test(lifecycle, module_runs_standalone)
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
     close(p[0]);
 }
+
+Test(lifecycle, readyz_is_503_while_draining)
+{
+    struct gwp g;
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    struct call c = { .url = gwp_url(&g, "/chaos/slow?ms=2500") };
+    pthread_t t;
+    pthread_create(&t, NULL, call_thread, &c);
+    usleep(300 * 1000);
+    kill(g.pid, SIGTERM);
+    usleep(300 * 1000);
+    /* The public listener stopped accepting; the admin one still answers. */
+    struct http_resp r;
+    cr_assert_eq(http_get(gwp_admin_url(&g, "/-/readyz"), &r), 0);
+    cr_expect_eq(r.status, 503, "readyz while draining: %ld %s", r.status, r.body);
+    cr_expect_not_null(strstr(r.body ? r.body : "", "stopping"), "%s", r.body);
+    http_free(&r);
+    cr_assert_eq(http_get(gwp_admin_url(&g, "/-/healthz"), &r), 0);
+    cr_expect_eq(r.status, 200, "healthz stays ok while the gateway runs");
+    http_free(&r);
+    pthread_join(t, NULL);
+    cr_expect_eq(c.r.status, 200, "the in-flight request finished: %ld", c.r.status);
+    http_free(&c.r);
+    int status = gwp_stop(&g);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+    gwp_cleanup(&g);
+}
