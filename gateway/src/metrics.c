@@ -126,8 +126,8 @@ int gw_metrics_render(struct gateway *gw, struct mg_buf *b)
         rc |= mg__buf_printf(b, "modgate_module_up{module=\"%s\"} %d\n", m->name, up);
     }
     /* Its own group: the text format wants each family's lines together. */
-    rc |= mg__buf_printf(b, "# HELP modgate_module_incarnation Processes started for the module "
-                            "so far.\n"
+    rc |= mg__buf_printf(b, "# HELP modgate_module_incarnation Incarnation number of the module's "
+                            "process (the one /-/modules shows).\n"
                             "# TYPE modgate_module_incarnation gauge\n");
     for (size_t i = 0; i < gw->nmodules; i++) {
         struct gw_module *m = &gw->modules[i];

@@ -50,6 +50,7 @@ struct gw_supervisor {
     char exe_name[256];          /* argv[0] of children */
     char child_exe[4200];        /* what children run */
     char ***envs;                /* per module: the child's environment */
+    unsigned *numbers;           /* per module: the last incarnation number given out */
     bool stop_requested;
     struct gw_incarnation *live; /* every process not yet reaped */
     struct gw_prober *prober;
@@ -159,7 +160,8 @@ struct gw_supervisor *gw_supervisor_new(struct gateway *gw, char *err, size_t er
     snprintf(s->exe_name, sizeof(s->exe_name), "%s", base ? base + 1 : "modgate");
     gw_log(GW_INFO, "module processes run %s", s->child_exe);
     s->envs = calloc(gw->nmodules ? gw->nmodules : 1, sizeof(char **));
-    if (s->envs == NULL) {
+    s->numbers = calloc(gw->nmodules ? gw->nmodules : 1, sizeof(*s->numbers));
+    if (s->envs == NULL || s->numbers == NULL) {
         snprintf(err, errlen, "out of memory");
         gw_supervisor_free(s);
         return NULL;
@@ -367,7 +369,12 @@ static bool on_exit_(struct gw_supervisor *s, struct gw_incarnation *inc)
             log_failure(s, m, what);
             m->current = m->replacing;
             m->replacing = NULL;
-            set_state(m, GW_STARTING);
+            pthread_mutex_lock(&m->mu);
+            m->state = GW_STARTING;
+            m->incarnations = m->current->number;
+            m->pid = m->current->pid;
+            m->started_at = m->current->started_at;
+            pthread_mutex_unlock(&m->mu);
         } else {
             log_failure(s, m, what);
             schedule_restart(s, m, mg__now_ms(), reason_of(inc));
@@ -380,12 +387,15 @@ static bool on_exit_(struct gw_supervisor *s, struct gw_incarnation *inc)
     return true;
 }
 
+/* `inc` serves from now on; what the admin API shows (incarnation, pid,
+ * started_at) describes it, always as one set. */
 static void publish(struct gw_module *m, struct gw_incarnation *inc)
 {
     pthread_mutex_lock(&m->mu);
     m->serving = inc;
     m->state = GW_READY;
     m->retry_at_ms = 0;
+    m->incarnations = inc->number;
     m->pid = inc->pid;
     m->started_at = inc->started_at;
     pthread_mutex_unlock(&m->mu);
@@ -436,10 +446,15 @@ static void signal_module(pid_t pid, int pidfd, int sig)
         kill(pid, sig);
 }
 
+/* Starts a process for `m`. Every attempt takes the next incarnation
+ * number (SPEC §5), but the number shown in m->incarnations changes only
+ * with the pid and start time it belongs to: at once for a plain start, at
+ * takeover for a replacement (an admin restart), never for a replacement
+ * that fails while the old process keeps serving. */
 static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m, bool replacement)
 {
     struct gateway *gw = s->gw;
-    unsigned number = m->incarnations + 1;
+    unsigned number = ++s->numbers[m - gw->modules];
     char sock[4096];
     snprintf(sock, sizeof(sock), "%s/%s.%u.sock", gw->run_dir, m->name, number);
     struct gw_incarnation *inc = gw_incarnation_new(m, number, sock);
@@ -473,13 +488,15 @@ static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m, bool
     if (pipefd[1] >= 0)
         close(pipefd[1]);
     uint64_t now = mg__now_ms();
-    pthread_mutex_lock(&m->mu);
-    m->incarnations = number;
     if (!replacement) {
+        pthread_mutex_lock(&m->mu);
+        m->incarnations = number;
+        m->pid = 0;
+        m->started_at = 0;
         m->state = GW_STARTING;
         m->retry_at_ms = now + m->conf->ready_timeout_ms;
+        pthread_mutex_unlock(&m->mu);
     }
-    pthread_mutex_unlock(&m->mu);
     if (fail != NULL) {
         if (pipefd[0] >= 0)
             close(pipefd[0]);
@@ -913,6 +930,7 @@ void gw_supervisor_free(struct gw_supervisor *s)
         for (size_t i = 0; i < s->gw->nmodules; i++)
             free(s->envs[i]);
     free(s->envs);
+    free(s->numbers);
     free(s->heartbeats);
     free(s->status);
     if (s->epfd >= 0)

@@ -363,6 +363,7 @@ Test(supervision, a_failed_admin_restart_leaves_the_old_incarnation_serving)
     cr_assert_eq(http_do(&q, &r), 0);
     cr_expect_eq(r.status, 202);
     http_free(&r);
+    json_t *before = module_info(&g, "flaky");
     cr_expect(gwp_wait_log(&g, "gateway.log", "the admin restart failed", 5000));
     cr_expect_eq(gwp_module_pid(&g, "flaky"), pid);
     cr_assert_eq(http_get(gwp_url(&g, "/flaky/ok"), &r), 0);
@@ -373,8 +374,35 @@ Test(supervision, a_failed_admin_restart_leaves_the_old_incarnation_serving)
     http_free(&r);
     json_t *j = module_info(&g, "flaky");
     cr_expect_str_eq(json_string_value(json_object_get(j, "state")), "ready");
+    /* pid, incarnation and started_at describe the process that serves. */
+    cr_expect_eq(jint(j, "pid"), pid);
+    cr_expect_eq(jint(j, "incarnation"), 1, "incarnation %ld shown with the pid of 1",
+                 jint(j, "incarnation"));
+    cr_expect_str_eq(json_string_value(json_object_get(j, "started_at")),
+                     json_string_value(json_object_get(before, "started_at")));
     json_decref(j);
+    json_decref(before);
+    cr_assert_eq(http_get(gwp_admin_url(&g, "/-/metrics"), &r), 0);
+    cr_expect_not_null(strstr(r.body, "modgate_module_incarnation{module=\"flaky\"} 1\n"), "%s",
+                       r.body);
+    http_free(&r);
+    /* The next start that works takes the next number: 2 went to the one
+     * that failed. */
     unlink(gate);
+    cr_assert_eq(http_do(&q, &r), 0);
+    cr_expect_eq(r.status, 202);
+    http_free(&r);
+    long deadline = ms_now() + 5000;
+    while (gwp_module_pid(&g, "flaky") == pid && ms_now() < deadline)
+        usleep(10 * 1000);
+    j = module_info(&g, "flaky");
+    cr_expect_neq(jint(j, "pid"), pid);
+    cr_expect_eq(jint(j, "incarnation"), 3);
+    json_decref(j);
+    char *log = gwp_log(&g, "flaky.log");
+    cr_expect_not_null(strstr(log, "incarnation 2 started"), "%s", log);
+    cr_expect_not_null(strstr(log, "incarnation 3 started"), "%s", log);
+    free(log);
     gwp_finish(&g);
 }
 
