@@ -173,6 +173,35 @@ static enum MHD_Result send_error(struct MHD_Connection *c, int status, const ch
     return ok;
 }
 
+/* The most lines /-/modules/NAME/log returns; a larger count is read as
+ * this one (it means "all", within reason), not refused. */
+#define LOG_LINES_MAX 100000UL
+
+/* Reads the query argument `name` as a count: decimal digits only, no
+ * sign, blanks or base prefix, clamped to `max`. Returns 1 and *out if it
+ * is there, 0 if it is absent, -1 if it is there but not such a number
+ * ("lines=", "lines", "lines=-1", "lines=3x"). */
+static int query_count(struct MHD_Connection *c, const char *name, unsigned long max,
+                       unsigned long *out)
+{
+    const char *v = NULL;
+    size_t len = 0;
+    if (MHD_lookup_connection_value_n(c, MHD_GET_ARGUMENT_KIND, name, strlen(name), &v, &len) !=
+        MHD_YES)
+        return 0;
+    if (v == NULL || len == 0)
+        return -1;
+    unsigned long n = 0;
+    for (size_t i = 0; i < len; i++) {
+        if (v[i] < '0' || v[i] > '9')
+            return -1;
+        if (n <= max) /* stops growing past max: no overflow */
+            n = n * 10 + (unsigned long)(v[i] - '0');
+    }
+    *out = n > max ? max : n;
+    return 1;
+}
+
 static bool authorized(struct gateway *gw, struct MHD_Connection *c)
 {
     const char *token = gw->cfg.admin_token;
@@ -249,10 +278,13 @@ static enum MHD_Result handle(struct gw_admin *a, struct MHD_Connection *c, cons
         if (strcmp(slash, "/log") == 0) {
             if (!get)
                 return send_error(c, 405, "method_not_allowed", "use GET", m->name);
-            const char *ls = MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, "lines");
-            unsigned long n = ls ? strtoul(ls, NULL, 10) : gw->cfg.health.log_tail_lines;
-            if (n > 100000)
-                n = 100000;
+            unsigned long n = gw->cfg.health.log_tail_lines;
+            if (query_count(c, "lines", LOG_LINES_MAX, &n) < 0) {
+                char msg[128];
+                snprintf(msg, sizeof(msg), "lines: expected a whole number of lines, 0 or more "
+                         "(counts over %lu read as %lu)", LOG_LINES_MAX, LOG_LINES_MAX);
+                return send_error(c, 400, "bad_request", msg, m->name);
+            }
             char *text;
             size_t len;
             int rc = gw_log_tail(m->log_path, (unsigned)n, 16u << 20, &text, &len);

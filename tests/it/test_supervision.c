@@ -698,3 +698,47 @@ Test(supervision, systemd_notifications)
     close(s);
     unlink(path);
 }
+
+Test(supervision, admin_log_lines_must_be_a_number)
+{
+    struct gwp g;
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    cr_expect_eq(status_of(gwp_url(&g, "/chaos/log?lines=10")), 200);
+    cr_assert(gwp_wait_log(&g, "chaos.log", "chaos line 9", 2000));
+    const char *bad[] = { "-1", "abc", "", "3x", "+3", " 3", "0x10", "1e3", "-0" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char path[128];
+        snprintf(path, sizeof(path), "/-/modules/chaos/log?lines=%s", bad[i]);
+        /* Spaces and '+' must reach the server as such. */
+        if (strcmp(bad[i], " 3") == 0)
+            snprintf(path, sizeof(path), "/-/modules/chaos/log?lines=%%203");
+        else if (strcmp(bad[i], "+3") == 0)
+            snprintf(path, sizeof(path), "/-/modules/chaos/log?lines=%%2B3");
+        struct http_resp r;
+        cr_assert_eq(http_get(gwp_admin_url(&g, path), &r), 0);
+        cr_expect_eq(r.status, 400, "lines=%s: %ld %s", bad[i], r.status, r.body);
+        json_t *j = json_loads(r.body ? r.body : "", 0, NULL);
+        cr_expect(json_is_string(json_object_get(j, "error")), "lines=%s: %s", bad[i], r.body);
+        cr_expect_not_null(strstr(r.body ? r.body : "", "lines"), "names the parameter: %s",
+                           r.body);
+        json_decref(j);
+        http_free(&r);
+    }
+    /* A number too large to be meant is capped, not refused. */
+    struct http_resp r;
+    cr_assert_eq(http_get(gwp_admin_url(&g, "/-/modules/chaos/log?lines=99999999999999999999999"),
+                          &r), 0);
+    cr_expect_eq(r.status, 200, "%s", r.body);
+    cr_expect_not_null(strstr(r.body, "chaos line 0"), "%s", r.body);
+    http_free(&r);
+    cr_assert_eq(http_get(gwp_admin_url(&g, "/-/modules/chaos/log?lines=2"), &r), 0);
+    cr_expect_eq(r.status, 200);
+    cr_expect_null(strstr(r.body, "chaos line 7"), "%s", r.body);
+    cr_expect_not_null(strstr(r.body, "chaos line 9"), "%s", r.body);
+    http_free(&r);
+    cr_assert_eq(http_get(gwp_admin_url(&g, "/-/modules/chaos/log?lines=0"), &r), 0);
+    cr_expect_eq(r.status, 200);
+    cr_expect_eq(r.len, 0, "%s", r.body);
+    http_free(&r);
+    gwp_finish(&g);
+}
