@@ -64,22 +64,28 @@ static int readyz(struct gateway *gw, const char **body)
     return all ? 200 : 503;
 }
 
+static bool is_read(const char *method)
+{
+    return strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+}
+
 int gw_admin_public(struct gateway *gw, const char *method, const char *target, size_t pathlen,
                     const char **body, const char **ctype)
 {
-    *body = NULL; /* also on 500: out of memory */
+    *body = NULL; /* also on 500: out of memory, and on 405 */
+    *ctype = NULL;
     if (pathlen < 3 || memcmp(target, "/-/", 3) != 0)
         return 0;
-    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+    if (!path_is(target, pathlen, "/-/healthz") && !path_is(target, pathlen, "/-/readyz"))
         return 0;
+    if (!is_read(method))
+        return 405;
     *ctype = "text/plain; charset=utf-8";
     if (path_is(target, pathlen, "/-/healthz")) {
         *body = strdup("ok\n");
         return *body ? 200 : 500;
     }
-    if (path_is(target, pathlen, "/-/readyz"))
-        return readyz(gw, body);
-    return 0;
+    return readyz(gw, body);
 }
 
 static json_t *module_json(struct gw_module *m)
@@ -202,6 +208,28 @@ static int query_count(struct MHD_Connection *c, const char *name, unsigned long
     return 1;
 }
 
+/* 405 for a path that exists, with the methods it takes in Allow (RFC 9110
+ * §15.5.6 makes the header a must). */
+static enum MHD_Result send_405(struct MHD_Connection *c, const char *method, const char *url,
+                                const char *allow, const char *module)
+{
+    char *msg = NULL;
+    if (asprintf(&msg, "%s is not allowed on %s (allowed: %s)", method, url, allow) < 0)
+        return MHD_NO;
+    uint64_t len;
+    struct MHD_Response *r = gw_error_response(msg, module, 0, "method_not_allowed", "-", &len);
+    free(msg);
+    if (r == NULL)
+        return MHD_NO;
+    if (MHD_add_response_header(r, "Allow", allow) != MHD_YES) {
+        MHD_destroy_response(r);
+        return MHD_NO;
+    }
+    enum MHD_Result ok = MHD_queue_response(c, 405, r);
+    MHD_destroy_response(r);
+    return ok;
+}
+
 static bool authorized(struct gateway *gw, struct MHD_Connection *c)
 {
     const char *token = gw->cfg.admin_token;
@@ -226,6 +254,8 @@ static enum MHD_Result handle(struct gw_admin *a, struct MHD_Connection *c, cons
     size_t ulen = strlen(url);
     const char *body, *ctype;
     int status = gw_admin_public(gw, method, url, ulen, &body, &ctype);
+    if (status == 405)
+        return send_405(c, method, url, GW_ADMIN_PUBLIC_ALLOW, NULL);
     if (status != 0 && body == NULL)
         return send_error(c, 500, "internal", "out of memory", NULL);
     if (status != 0)
@@ -233,10 +263,10 @@ static enum MHD_Result handle(struct gw_admin *a, struct MHD_Connection *c, cons
     if (!authorized(gw, c))
         return send_error(c, 401, "unauthorized", "admin token required", NULL);
 
-    bool get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+    bool get = is_read(method);
     if (strcmp(url, "/-/modules") == 0) {
         if (!get)
-            return send_error(c, 405, "method_not_allowed", "use GET", NULL);
+            return send_405(c, method, url, "GET, HEAD", NULL);
         json_t *arr = json_array();
         for (size_t i = 0; i < gw->nmodules; i++)
             json_array_append_new(arr, module_json(&gw->modules[i]));
@@ -244,7 +274,7 @@ static enum MHD_Result handle(struct gw_admin *a, struct MHD_Connection *c, cons
     }
     if (strcmp(url, "/-/metrics") == 0) {
         if (!get)
-            return send_error(c, 405, "method_not_allowed", "use GET", NULL);
+            return send_405(c, method, url, "GET, HEAD", NULL);
         struct mg_buf b;
         mg__buf_init(&b, 64u << 20);
         if (gw_metrics_render(gw, &b) != 0) {
@@ -265,19 +295,19 @@ static enum MHD_Result handle(struct gw_admin *a, struct MHD_Connection *c, cons
             return send_error(c, 404, "no_module", "no such module", NULL);
         if (slash == NULL) {
             if (!get)
-                return send_error(c, 405, "method_not_allowed", "use GET", m->name);
+                return send_405(c, method, url, "GET, HEAD", m->name);
             return send_json(c, 200, module_json(m));
         }
         if (strcmp(slash, "/restart") == 0) {
             if (strcmp(method, "POST") != 0)
-                return send_error(c, 405, "method_not_allowed", "use POST", m->name);
+                return send_405(c, method, url, "POST", m->name);
             gw_request_restart(gw, m);
             json_t *j = json_pack("{s:s, s:s}", "module", m->name, "status", "restarting");
             return send_json(c, 202, j);
         }
         if (strcmp(slash, "/log") == 0) {
             if (!get)
-                return send_error(c, 405, "method_not_allowed", "use GET", m->name);
+                return send_405(c, method, url, "GET, HEAD", m->name);
             unsigned long n = gw->cfg.health.log_tail_lines;
             if (query_count(c, "lines", LOG_LINES_MAX, &n) < 0) {
                 char msg[128];

@@ -1043,6 +1043,13 @@ static enum MHD_Result first_call(struct request *r, const char *method, const c
     const char *body;
     const char *ctype;
     int status = gw_admin_public(l->gw, method, r->target, r->pathlen, &body, &ctype);
+    if (status == 405) {
+        gw_req_set_error(r, 405, "method_not_allowed", "%s is not allowed on %.*s", method,
+                         (int)r->pathlen, r->target);
+        if ((r->extra_value = strdup(GW_ADMIN_PUBLIC_ALLOW)) != NULL)
+            r->extra_name = "Allow";
+        return MHD_YES;
+    }
     if (status != 0 && body == NULL) {
         gw_req_set_error(r, 500, "internal", "out of memory");
         return MHD_YES;

@@ -742,3 +742,38 @@ Test(supervision, admin_log_lines_must_be_a_number)
     http_free(&r);
     gwp_finish(&g);
 }
+
+static void expect_405(const char *url, const char *method, const char *allow)
+{
+    struct http_req q = { .method = method, .url = url };
+    struct http_resp r;
+    cr_assert_eq(http_do(&q, &r), 0);
+    cr_expect_eq(r.status, 405, "%s %s: %ld %s", method, url, r.status, r.body);
+    const char *a = http_header(&r, "Allow");
+    cr_expect_str_eq(a ? a : "(none)", allow, "%s %s", method, url);
+    json_t *j = json_loads(r.body ? r.body : "", 0, NULL);
+    cr_expect(json_is_string(json_object_get(j, "error")), "%s %s: %s", method, url, r.body);
+    json_decref(j);
+    http_free(&r);
+}
+
+Test(supervision, admin_paths_answer_405_with_allow_for_a_wrong_method)
+{
+    struct gwp g;
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    const char *reads[] = { "/-/healthz", "/-/readyz", "/-/modules", "/-/metrics",
+                            "/-/modules/chaos", "/-/modules/chaos/log" };
+    for (size_t i = 0; i < sizeof(reads) / sizeof(reads[0]); i++) {
+        expect_405(gwp_admin_url(&g, reads[i]), "POST", "GET, HEAD");
+        expect_405(gwp_admin_url(&g, reads[i]), "DELETE", "GET, HEAD");
+    }
+    expect_405(gwp_admin_url(&g, "/-/modules/chaos/restart"), "GET", "POST");
+    expect_405(gwp_admin_url(&g, "/-/modules/chaos/restart"), "PUT", "POST");
+    /* The two also served on the public listener. */
+    expect_405(gwp_url(&g, "/-/healthz"), "POST", "GET, HEAD");
+    expect_405(gwp_url(&g, "/-/readyz"), "PUT", "GET, HEAD");
+    /* Paths that do not exist stay 404. */
+    cr_expect_eq(status_of(gwp_admin_url(&g, "/-/modules/chaos/nope")), 404);
+    cr_expect_eq(status_of(gwp_admin_url(&g, "/-/nope")), 404);
+    gwp_finish(&g);
+}
