@@ -2,13 +2,15 @@
  * The command line of a module process:
  *   modgate --module NAME --listen HOST:PORT|unix:PATH
  * plus the flags the gateway adds when it spawns a child (--ready-fd,
- * --parent-pid, --log-file, --max-body-bytes).
+ * --parent-pid, --log-file, --max-body-bytes, --incarnation).
  * Exit codes follow s6: 100 usage, 111 system error.
  */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "registry.h"
 #include "runtime.h"
@@ -41,12 +43,17 @@ int mg_module_main(int argc, char **argv)
 {
     const char *name = NULL;
     struct mg_serve_opts o = { .ready_fd = -1, .max_body = 10u * 1024 * 1024 };
-    for (int i = 1; i < argc; i++) {
+    unsigned long long incarnation = 0;
+    const char *bad = NULL, *why = NULL;
+    for (int i = 1; i < argc && bad == NULL; i++) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         unsigned long long n;
-        if (v == NULL)
-            return usage("missing value after", a);
+        if (v == NULL) {
+            bad = a;
+            why = "missing value after";
+            break;
+        }
         if (strcmp(a, "--module") == 0)
             name = v;
         else if (strcmp(a, "--listen") == 0)
@@ -59,10 +66,22 @@ int mg_module_main(int argc, char **argv)
             o.parent_pid = (pid_t)n;
         else if (strcmp(a, "--max-body-bytes") == 0 && parse_ulong(v, SIZE_MAX / 2, &n) == 0)
             o.max_body = (size_t)n;
-        else
-            return usage("bad argument", a);
+        else if (strcmp(a, "--incarnation") == 0 && parse_ulong(v, UINT32_MAX, &n) == 0)
+            incarnation = n;
+        else {
+            bad = a;
+            why = "bad argument";
+        }
         i++;
     }
+    /* SPEC §5: the module's log names each new incarnation and its pid
+     * before anything else of it. The process writes that line itself,
+     * first thing, into the log its stdout and stderr already are: a line
+     * the gateway wrote after the spawn would race with the child's own. */
+    if (incarnation > 0)
+        mg_log(MG_LOG_INFO, "incarnation %llu started, pid %d", incarnation, (int)getpid());
+    if (bad != NULL)
+        return usage(why, bad);
     if (name == NULL || o.listen == NULL)
         return usage("--module and --listen are required", NULL);
     const mg_module *m = mg__module_find(name);

@@ -183,22 +183,6 @@ struct gw_supervisor *gw_supervisor_new(struct gateway *gw, char *err, size_t er
     return s;
 }
 
-static void module_log_line(struct gw_module *m, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-/* A line of the gateway's own in the module's log (incarnation starts). */
-static void module_log_line(struct gw_module *m, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    size_t len = 0;
-    char *line = gw_log_vline(GW_INFO, "modgate", &len, fmt, ap);
-    va_end(ap);
-    if (line != NULL && write(m->log_fd, line, len) < 0)
-        gw_log(GW_WARN, "cannot write to %s: %s", m->log_path, strerror(errno));
-    free(line);
-}
-
 static void set_state(struct gw_module *m, enum gw_state st)
 {
     pthread_mutex_lock(&m->mu);
@@ -469,13 +453,17 @@ static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m, bool
     }
     pid_t pid = 0;
     if (fail == NULL) {
-        char listen[4200], ppid[32], maxbody[32];
+        char listen[4200], ppid[32], maxbody[32], incno[16];
         snprintf(listen, sizeof(listen), "unix:%s", sock);
         snprintf(ppid, sizeof(ppid), "%d", (int)getpid());
         snprintf(maxbody, sizeof(maxbody), "%" PRIu64, gw->cfg.limits.max_body_bytes);
+        snprintf(incno, sizeof(incno), "%u", number);
+        /* The child writes "incarnation N started, pid P" to its log as
+         * its first line (module_main.c), so that nothing of its own can
+         * come before it. */
         char *argv[] = { s->exe_name, "--module", m->name, "--listen", listen, "--ready-fd", "3",
                          "--parent-pid", ppid, "--log-file", m->log_path, "--max-body-bytes",
-                         maxbody, NULL };
+                         maxbody, "--incarnation", incno, NULL };
         struct gw_spawn sp = { .path = s->child_exe, .argv = argv,
                                .envp = s->envs[m - gw->modules], .out_fd = m->log_fd,
                                .notify_fd = pipefd[1] };
@@ -547,7 +535,6 @@ static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m, bool
         m->started_at = inc->started_at;
         pthread_mutex_unlock(&m->mu);
     }
-    module_log_line(m, "incarnation %u started, pid %d", number, (int)pid);
 }
 
 static void kill_incarnation(struct gw_incarnation *inc, int sig, const char *cause)

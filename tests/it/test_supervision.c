@@ -11,6 +11,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -776,4 +777,91 @@ Test(supervision, admin_paths_answer_405_with_allow_for_a_wrong_method)
     cr_expect_eq(status_of(gwp_admin_url(&g, "/-/modules/chaos/nope")), 404);
     cr_expect_eq(status_of(gwp_admin_url(&g, "/-/nope")), 404);
     gwp_finish(&g);
+}
+
+/* SPEC §5: the line naming the new incarnation and pid comes before
+ * anything the process itself writes to the module's log. */
+Test(supervision, the_incarnation_line_comes_before_the_process_own_lines)
+{
+    struct gwp g;
+    cr_assert_eq(gwp_start_bin(&g, MODGATE_TESTGW,
+                               "{\"modules\": {\"flaky\": {\"env\": {\"FLAKY_MODE\": \"slow\","
+                               " \"FLAKY_SLEEP_MS\": \"0\"}}}}", NULL), 0, "%s", g.out);
+    for (int i = 0; i < 20; i++) {
+        pid_t pid = gwp_module_pid(&g, "flaky");
+        struct http_req q = { .method = "POST",
+                              .url = gwp_admin_url(&g, "/-/modules/flaky/restart") };
+        struct http_resp r;
+        cr_assert_eq(http_do(&q, &r), 0);
+        http_free(&r);
+        long deadline = ms_now() + 5000;
+        while (gwp_module_pid(&g, "flaky") == pid && ms_now() < deadline)
+            usleep(2000);
+    }
+    char *log = gwp_log(&g, "flaky.log");
+    int starts = 0;
+    unsigned want = 1;
+    const char *prev = NULL;
+    for (const char *line = log; *line != '\0';) {
+        const char *nl = strchr(line, '\n');
+        if (strstr(line, "flaky: starting slowly") != NULL &&
+            strstr(line, "flaky: starting slowly") < (nl ? nl : line + strlen(line))) {
+            char head[64];
+            snprintf(head, sizeof(head), "INFO modgate: incarnation %u started, pid ", want);
+            const char *h = prev ? strstr(prev, head) : NULL;
+            cr_expect(h != NULL && h < line, "start %u: the line before its own is not \"%s\":\n%s",
+                      want, head, log);
+            starts++;
+            want++;
+        }
+        prev = line;
+        if (nl == NULL)
+            break;
+        line = nl + 1;
+    }
+    cr_expect_eq(starts, 21, "%s", log);
+    free(log);
+    gwp_finish(&g);
+}
+
+/* The mechanism of the test above, without its race: the process writes
+ * the line itself, first thing, with its own pid. */
+Test(supervision, a_module_process_names_its_incarnation_first)
+{
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    char sock[] = "/tmp/mgt-inc-XXXXXX";
+    cr_assert_not_null(mkdtemp(sock));
+    char listen[128];
+    snprintf(listen, sizeof(listen), "unix:%s/s.sock", sock);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(p[1], 2);
+        close(p[0]);
+        execl(MODGATE_BIN, MODGATE_BIN, "--module", "hello", "--listen", listen, "--incarnation",
+              "7", NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    char buf[512] = "";
+    size_t len = 0;
+    long deadline = ms_now() + 10000;
+    while (strchr(buf, '\n') == NULL && len < sizeof(buf) - 1 && ms_now() < deadline) {
+        ssize_t n = read(p[0], buf + len, sizeof(buf) - 1 - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        buf[len] = '\0';
+    }
+    char want[64];
+    snprintf(want, sizeof(want), " INFO modgate: incarnation 7 started, pid %d\n", (int)pid);
+    const char *at = strstr(buf, want);
+    cr_expect(at != NULL && strchr(buf, '\n') == at + strlen(want) - 1, "first line: %s", buf);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+    close(p[0]);
+    char path[160];
+    snprintf(path, sizeof(path), "%s/s.sock", sock);
+    unlink(path);
+    rmdir(sock);
 }
