@@ -395,6 +395,12 @@ static void on_ready(struct gw_supervisor *s, struct gw_incarnation *inc)
     struct gw_module *m = inc->mod;
     if (n != 1 || (inc != m->current && inc != m->replacing))
         return; /* closed without a word: the exit will tell why */
+    /* Already SIGKILLed for its ready timeout (or asked to stop): its
+     * byte may have reached the pipe before the deadline was checked, but
+     * it is dead or about to be, so it must not be published, nor
+     * announced ready at startup. Its exit restarts it. */
+    if (inc->kill_sent || inc->stop_sent)
+        return;
     uint64_t now = mg__now_ms();
     inc->ready = true;
     inc->deadline_ms = 0;

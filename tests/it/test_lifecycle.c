@@ -567,3 +567,28 @@ Test(lifecycle, readyz_is_503_while_draining)
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
     gwp_cleanup(&g);
 }
+
+/* A module SIGKILLed for missing its ready timeout must never be announced
+ * ready, even when its ready byte was already in the pipe at the kill. The
+ * race needs the byte to arrive between the deadline and its check, so the
+ * test tries 30 times (without the fix, about one start in three announced
+ * it). */
+Test(lifecycle, a_module_killed_at_its_ready_timeout_is_never_announced_ready)
+{
+    for (int i = 0; i < 30; i++) {
+        struct gwp g;
+        int rc = gwp_start(&g, "{\"modules\": {\"echo\": {\"ready_timeout_ms\": 1}}}", NULL);
+        cr_assert_eq(rc, 0, "%s", g.out);
+        char *log = gwp_log(&g, "gateway.log");
+        bool killed = strstr(log, "module echo (incarnation 1, pid ") != NULL &&
+                      strstr(log, "not ready within 1 ms; killing it") != NULL;
+        bool announced = strstr(g.out, "module echo ready:") != NULL;
+        cr_expect(!(killed && announced), "attempt %d: announced ready and killed:\n%s\n%s", i,
+                  g.out, log);
+        if (killed)
+            cr_expect_not_null(strstr(g.out, "module echo not ready"), "%s", g.out);
+        free(log);
+        gwp_stop(&g);
+        gwp_cleanup(&g);
+    }
+}
