@@ -148,9 +148,12 @@ static enum MHD_Result send_text(struct MHD_Connection *c, int status, const cha
     return ok;
 }
 
+/* Reals are printed with 12 significant digits: enough for every
+ * millisecond value with microseconds (probe RTTs are at most a day), and
+ * few enough that 1.751 does not come out as 1.7509999999999999. */
 static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *j)
 {
-    char *text = json_dumps(j, JSON_INDENT(2));
+    char *text = json_dumps(j, JSON_INDENT(2) | JSON_REAL_PRECISION(12));
     json_decref(j);
     if (text == NULL)
         return MHD_NO;

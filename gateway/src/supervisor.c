@@ -276,9 +276,11 @@ static void describe_exit(struct gw_incarnation *inc, const siginfo_t *si)
     if (inc->cause == NULL)
         inc->cause = "signaled";
     char why[96] = "";
-    if (inc->kill_sent && strcmp(inc->cause, "start_timeout") == 0)
+    if (inc->kill_sent && strcmp(inc->cause, "start_timeout") == 0) {
         snprintf(why, sizeof(why), " after not being ready within %u ms",
                  inc->mod->conf->ready_timeout_ms);
+        before = ""; /* said already */
+    }
     else if (inc->kill_sent && strcmp(inc->cause, "hung") == 0)
         snprintf(why, sizeof(why), " after %u missed health probes (hung)", inc->probe_misses);
     else if (inc->kill_sent && strcmp(inc->cause, "stopped") == 0)

@@ -317,6 +317,7 @@ Test(lifecycle, start_failure_not_ready_in_time)
     cr_expect_not_null(strstr(g.out, "module flaky not ready"), "%s", g.out);
     char *log = gwp_log(&g, "gateway.log");
     cr_expect_not_null(strstr(log, "not ready within 300 ms"), "%s", log);
+    cr_expect_null(strstr(log, "ms before ready"), "said twice: %s", log);
     cr_expect_not_null(strstr(log, "starting slowly"), "the log tail: %s", log);
     free(log);
     gwp_stop(&g);

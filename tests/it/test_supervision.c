@@ -865,3 +865,30 @@ Test(supervision, a_module_process_names_its_incarnation_first)
     unlink(path);
     rmdir(sock);
 }
+
+Test(supervision, probe_rtt_is_printed_to_the_microsecond)
+{
+    struct gwp g;
+    gwp_start_ok(&g, "{\"health\": {\"period_ms\": 10}}");
+    int seen = 0;
+    long deadline = ms_now() + 3000;
+    while (seen < 20 && ms_now() < deadline) {
+        struct http_resp r;
+        cr_assert_eq(http_get(gwp_admin_url(&g, "/-/modules"), &r), 0);
+        for (const char *p = r.body; (p = strstr(p, "\"last_probe_rtt_ms\": ")) != NULL;) {
+            p += strlen("\"last_probe_rtt_ms\": ");
+            size_t n = strspn(p, "0123456789.eE-+");
+            if (n == 0)
+                continue; /* null: no probe yet */
+            const char *dot = memchr(p, '.', n);
+            size_t decimals = dot ? n - (size_t)(dot - p) - 1 : 0;
+            cr_expect_leq(decimals, 3, "%.*s", (int)n, p);
+            cr_expect_null(memchr(p, 'e', n), "%.*s", (int)n, p);
+            seen++;
+        }
+        http_free(&r);
+        usleep(20 * 1000);
+    }
+    cr_expect_geq(seen, 20);
+    gwp_finish(&g);
+}
