@@ -6,6 +6,7 @@
  * Exit codes follow s6: 100 usage, 111 system error.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +25,12 @@ static int parse_ulong(const char *s, unsigned long long max, unsigned long long
         return -1;
     *out = v;
     return 0;
+}
+
+/* True if the option name a[0..alen) is `opt`. */
+static bool is_opt(const char *a, size_t alen, const char *opt)
+{
+    return strlen(opt) == alen && memcmp(a, opt, alen) == 0;
 }
 
 static int usage(const char *msg, const char *arg)
@@ -46,33 +53,35 @@ int mg_module_main(int argc, char **argv)
     unsigned long long incarnation = 0;
     const char *bad = NULL, *why = NULL;
     for (int i = 1; i < argc && bad == NULL; i++) {
+        /* "--opt VALUE" or "--opt=VALUE", for every option. */
         const char *a = argv[i];
-        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
+        size_t alen = eq ? (size_t)(eq - a) : strlen(a);
+        const char *v = eq ? eq + 1 : i + 1 < argc ? argv[++i] : NULL;
         unsigned long long n;
-        if (v == NULL) {
+        if (v == NULL || v[0] == '\0') {
             bad = a;
-            why = "missing value after";
+            why = v == NULL ? "missing value after" : "empty value for";
             break;
         }
-        if (strcmp(a, "--module") == 0)
+        if (is_opt(a, alen, "--module"))
             name = v;
-        else if (strcmp(a, "--listen") == 0)
+        else if (is_opt(a, alen, "--listen"))
             o.listen = v;
-        else if (strcmp(a, "--log-file") == 0)
+        else if (is_opt(a, alen, "--log-file"))
             o.log_path = v;
-        else if (strcmp(a, "--ready-fd") == 0 && parse_ulong(v, 1 << 20, &n) == 0)
+        else if (is_opt(a, alen, "--ready-fd") && parse_ulong(v, 1 << 20, &n) == 0)
             o.ready_fd = (int)n;
-        else if (strcmp(a, "--parent-pid") == 0 && parse_ulong(v, 1u << 30, &n) == 0)
+        else if (is_opt(a, alen, "--parent-pid") && parse_ulong(v, 1u << 30, &n) == 0)
             o.parent_pid = (pid_t)n;
-        else if (strcmp(a, "--max-body-bytes") == 0 && parse_ulong(v, SIZE_MAX / 2, &n) == 0)
+        else if (is_opt(a, alen, "--max-body-bytes") && parse_ulong(v, SIZE_MAX / 2, &n) == 0)
             o.max_body = (size_t)n;
-        else if (strcmp(a, "--incarnation") == 0 && parse_ulong(v, UINT32_MAX, &n) == 0)
+        else if (is_opt(a, alen, "--incarnation") && parse_ulong(v, UINT32_MAX, &n) == 0)
             incarnation = n;
         else {
             bad = a;
             why = "bad argument";
         }
-        i++;
     }
     /* SPEC §5: the module's log names each new incarnation and its pid
      * before anything else of it. The process writes that line itself,

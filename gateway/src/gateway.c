@@ -10,10 +10,12 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -47,7 +49,8 @@ static void usage(FILE *f)
             "Runs the modgate gateway: every enabled module in its own process, behind one\n"
             "HTTP listener. Flags override the config file; the config file overrides the\n"
             "embedded defaults (listen 127.0.0.1:8080, admin 127.0.0.1:9901, log dir ./logs).\n"
-            "Port 0 picks a free port. With --module, runs one module alone.\n"
+            "Port 0 picks a free port. Options with a value also take --option=VALUE.\n"
+            "With --module, runs one module alone.\n"
             "\n"
             "modules:");
     size_t n;
@@ -233,6 +236,70 @@ static void print_modules(struct gateway *gw)
     }
 }
 
+/* A listen value can be well-formed and still name nothing we can listen
+ * on: a host that does not resolve (999.1.1.1, no-such-host.invalid) or an
+ * address that is not this machine's. Both are bad values, a startup error
+ * naming the key (SPEC §3, exit 2), found here by resolving the host the
+ * way mg__listen does and binding its first address to port 0. A port in
+ * use is not the value's fault and is left to mg__listen (exit 1). */
+static int check_listen_address(const char *spec, char *why, size_t whylen)
+{
+    const char *colon = strrchr(spec, ':');
+    if (colon == NULL)
+        return 0; /* mg__check_host_port has refused it already */
+    size_t hl = (size_t)(colon - spec);
+    if (hl >= 2 && spec[0] == '[' && spec[hl - 1] == ']') {
+        spec++;
+        hl -= 2;
+    }
+    char *host = strndup(spec, hl);
+    if (host == NULL) {
+        snprintf(why, whylen, "out of memory");
+        return -ENOMEM;
+    }
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE }, *ai;
+    int gai = getaddrinfo(host[0] ? host : NULL, "0", &hints, &ai);
+    int rc = 0;
+    if (gai != 0) {
+        snprintf(why, whylen, "cannot resolve \"%s\": %s", host,
+                 gai == EAI_SYSTEM ? strerror(errno) : gai_strerror(gai));
+        rc = -EINVAL;
+    } else {
+        int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (fd >= 0 && bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 &&
+            (errno == EADDRNOTAVAIL || errno == EAFNOSUPPORT)) {
+            snprintf(why, whylen, "\"%s\" is not an address of this machine: %s", host,
+                     strerror(errno));
+            rc = -EINVAL;
+        }
+        if (fd >= 0)
+            close(fd);
+        freeaddrinfo(ai);
+    }
+    free(host);
+    return rc;
+}
+
+/* Finds the value of option `name` ("--listen") in argv[*i], given as
+ * "--listen VALUE" or "--listen=VALUE"; NULL if argv[*i] is another option.
+ * Sets *missing when the option is there without a value. */
+static const char *option_value(int argc, char **argv, int *i, const char *name, bool *missing)
+{
+    const char *a = argv[*i];
+    size_t n = strlen(name);
+    if (strncmp(a, name, n) != 0)
+        return NULL;
+    if (a[n] == '=')
+        return a + n + 1;
+    if (a[n] != '\0')
+        return NULL;
+    if (*i + 1 >= argc) {
+        *missing = true;
+        return NULL;
+    }
+    return argv[++*i];
+}
+
 static unsigned loop_count(void)
 {
     const char *env = getenv("MODGATE_LOOPS");
@@ -280,7 +347,7 @@ static void gateway_free(struct gateway *gw)
 int mg_gateway_main(int argc, char **argv)
 {
     for (int i = 1; i < argc; i++)
-        if (strcmp(argv[i], "--module") == 0)
+        if (strcmp(argv[i], "--module") == 0 || strncmp(argv[i], "--module=", 9) == 0)
             return mg_module_main(argc, argv);
 
     const char *config_path = NULL, *listen = NULL, *admin_listen = NULL, *log_dir = NULL;
@@ -294,18 +361,25 @@ int mg_gateway_main(int argc, char **argv)
             printf("modgate %s\n", MODGATE_VERSION);
             return 0;
         }
-        const char **slot = strcmp(a, "--config") == 0         ? &config_path
-                            : strcmp(a, "--listen") == 0       ? &listen
-                            : strcmp(a, "--admin-listen") == 0 ? &admin_listen
-                            : strcmp(a, "--log-dir") == 0      ? &log_dir
-                                                               : NULL;
-        if (slot == NULL || i + 1 >= argc) {
-            fprintf(stderr, "modgate: %s: %s\n", slot ? "missing value after" : "unknown argument",
-                    a);
+        static const char *const names[] = { "--config", "--listen", "--admin-listen",
+                                             "--log-dir" };
+        const char **slots[] = { &config_path, &listen, &admin_listen, &log_dir };
+        const char *value = NULL;
+        bool missing = false;
+        size_t k = 0;
+        for (; k < sizeof(names) / sizeof(names[0]); k++)
+            if ((value = option_value(argc, argv, &i, names[k], &missing)) != NULL || missing)
+                break;
+        if (value == NULL || value[0] == '\0') {
+            if (k < sizeof(names) / sizeof(names[0]))
+                fprintf(stderr, "modgate: %s: %s\n", names[k],
+                        missing ? "missing value" : "empty value");
+            else
+                fprintf(stderr, "modgate: unknown argument: %s\n", a);
             usage(stderr);
             return 2;
         }
-        *slot = argv[++i];
+        *slots[k] = value;
     }
 
     struct gateway gw = { .listen_fd = -1, .admin_fd = -1, .access_fd = -1 };
@@ -341,6 +415,18 @@ int mg_gateway_main(int argc, char **argv)
         (log_dir && gw_config_set_string(&gw.cfg.log_dir, log_dir) != 0)) {
         gw_config_free(&gw.cfg);
         return 1;
+    }
+    /* Named as the user gave them: the flag, else the config key. */
+    const char *listen_key = listen ? "--listen" : "listen";
+    const char *admin_key = admin_listen ? "--admin-listen" : "admin_listen";
+    char why[512];
+    bad = check_listen_address(gw.cfg.listen, why, sizeof(why)) != 0        ? listen_key
+          : check_listen_address(gw.cfg.admin_listen, why, sizeof(why)) != 0 ? admin_key
+                                                                            : NULL;
+    if (bad != NULL) {
+        fprintf(stderr, "modgate: %s%s: %s\n", bad[0] == '-' ? "" : "config error: ", bad, why);
+        gw_config_free(&gw.cfg);
+        return 2;
     }
 
     fit_fd_limit(&gw.cfg);
@@ -385,16 +471,18 @@ int mg_gateway_main(int argc, char **argv)
         gw_log(GW_ERROR, "%s", err);
         goto out;
     }
+    snprintf(err, sizeof(err), "cannot read the bound address");
     gw.listen_fd = mg__listen(gw.cfg.listen, err, sizeof(err));
     if (gw.listen_fd < 0 || mg__listen_address(gw.listen_fd, gw.listen_addr,
                                                sizeof(gw.listen_addr)) != 0) {
-        gw_log(GW_ERROR, "%s", err);
+        gw_log(GW_ERROR, "%s: %s", listen_key, err);
         goto out;
     }
+    snprintf(err, sizeof(err), "cannot read the bound address");
     gw.admin_fd = mg__listen(gw.cfg.admin_listen, err, sizeof(err));
     if (gw.admin_fd < 0 || mg__listen_address(gw.admin_fd, gw.admin_addr,
                                               sizeof(gw.admin_addr)) != 0) {
-        gw_log(GW_ERROR, "%s", err);
+        gw_log(GW_ERROR, "%s: %s", admin_key, err);
         goto out;
     }
     gw_log(GW_INFO, "modgate %s starting: listen %s, admin %s, %zu modules", MODGATE_VERSION,

@@ -593,3 +593,90 @@ Test(lifecycle, a_module_killed_at_its_ready_timeout_is_never_announced_ready)
         gwp_cleanup(&g);
     }
 }
+
+Test(lifecycle, options_take_their_value_after_an_equals_sign)
+{
+    char cfg[] = "/tmp/mgt-eqcfg-XXXXXX";
+    int fd = mkstemp(cfg);
+    cr_assert_geq(fd, 0);
+    const char *json = "{\"modules\": {\"chaos\": {\"enabled\": true}}}";
+    cr_assert_eq(write(fd, json, strlen(json)), (ssize_t)strlen(json));
+    close(fd);
+    char logdir[] = "/tmp/mgt-eqlog-XXXXXX";
+    cr_assert_not_null(mkdtemp(logdir));
+    char a_config[300], a_logdir[300];
+    snprintf(a_config, sizeof(a_config), "--config=%s", cfg);
+    snprintf(a_logdir, sizeof(a_logdir), "--log-dir=%s", logdir);
+    /* Given last, they override the harness's own --listen/--log-dir. */
+    const char *extra[] = { "--listen=127.0.0.1:0", "--admin-listen=127.0.0.1:0", a_config,
+                            a_logdir, NULL };
+    struct gwp g;
+    cr_assert_eq(gwp_start(&g, NULL, extra), 0, "%s", g.out);
+    struct http_resp r;
+    cr_assert_eq(http_get(gwp_url(&g, "/chaos/slow?ms=1"), &r), 0);
+    cr_expect_eq(r.status, 200, "--config= was read: %ld", r.status);
+    http_free(&r);
+    char path[400];
+    snprintf(path, sizeof(path), "%s/gateway.log", logdir);
+    struct stat st;
+    cr_expect_eq(stat(path, &st), 0, "--log-dir= was used: %s", path);
+    gwp_stop(&g);
+    gwp_cleanup(&g);
+    unlink(cfg);
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", logdir);
+    cr_expect_eq(system(cmd), 0);
+
+    const char *empty[] = { MODGATE_BIN, "--listen=", NULL };
+    char *out;
+    int status = run(empty, &out);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 2, "status %d: %s", status, out);
+    cr_expect_not_null(strstr(out, "--listen"), "%s", out);
+    free(out);
+}
+
+/* SPEC §3: a bad value is a startup error naming the key, exit code 2,
+ * also when the value is well-formed but names no usable address. */
+Test(lifecycle, listen_addresses_that_cannot_be_used_exit_2_naming_the_key)
+{
+    struct {
+        bool admin; /* the case is about admin_listen, else about listen */
+        const char *flag, *value, *json, *needle;
+    } cases[] = {
+        { false, "--listen", "999.1.1.1:0", NULL, "--listen" },
+        { true, "--admin-listen", "no-such-host.invalid:0", NULL, "--admin-listen" },
+        { false, "--listen=999.1.1.1:0", NULL, NULL, "--listen" },
+        { false, NULL, NULL, "{\"listen\": \"999.1.1.1:0\"}", "listen" },
+        { true, NULL, NULL, "{\"admin_listen\": \"no-such-host.invalid:0\"}", "admin_listen" },
+        { true, NULL, NULL, "{\"admin_listen\": \"192.0.2.1:0\"}", "admin_listen" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char cfg[] = "/tmp/mgt-addr-XXXXXX";
+        /* The other listener on a free port, so that only the case's can fail. */
+        const char *argv[16] = { MODGATE_BIN, "--log-dir", "/tmp/mgt-addr-logs",
+                                 cases[i].admin ? "--listen" : "--admin-listen", "127.0.0.1:0" };
+        int argc = 5;
+        if (cases[i].json != NULL) {
+            int fd = mkstemp(cfg);
+            cr_assert_geq(fd, 0);
+            cr_assert_eq(write(fd, cases[i].json, strlen(cases[i].json)),
+                         (ssize_t)strlen(cases[i].json));
+            close(fd);
+            argv[argc++] = "--config";
+            argv[argc++] = cfg;
+        }
+        if (cases[i].flag != NULL)
+            argv[argc++] = cases[i].flag;
+        if (cases[i].value != NULL)
+            argv[argc++] = cases[i].value;
+        argv[argc] = NULL;
+        char *out;
+        int status = run(argv, &out);
+        if (cases[i].json != NULL)
+            unlink(cfg);
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 2, "case %zu: status %d: %s", i,
+                  status, out);
+        cr_expect_not_null(strstr(out, cases[i].needle), "case %zu: %s", i, out);
+        free(out);
+    }
+}
