@@ -21,7 +21,8 @@ static int parse_ulong(const char *s, unsigned long long max, unsigned long long
     char *end;
     errno = 0;
     unsigned long long v = strtoull(s, &end, 10);
-    if (errno != 0 || end == s || *end != '\0' || s[0] == '-' || v > max)
+    /* Digits only: strtoull would also take blanks, a sign and "-1". */
+    if (s[0] < '0' || s[0] > '9' || errno != 0 || *end != '\0' || v > max)
         return -1;
     *out = v;
     return 0;

@@ -300,10 +300,22 @@ static const char *option_value(int argc, char **argv, int *i, const char *name,
     return argv[++*i];
 }
 
+/* One event loop per CPU, or MODGATE_LOOPS of them (1 to 64); a value
+ * that is not such a number is said so and ignored, not read as 1. */
 static unsigned loop_count(void)
 {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
     const char *env = getenv("MODGATE_LOOPS");
-    long n = env ? strtol(env, NULL, 10) : sysconf(_SC_NPROCESSORS_ONLN);
+    if (env != NULL) {
+        char *end;
+        errno = 0;
+        long v = strtol(env, &end, 10);
+        if (env[0] >= '0' && env[0] <= '9' && *end == '\0' && errno == 0 && v >= 1 && v <= 64)
+            n = v;
+        else
+            fprintf(stderr, "modgate: warning: MODGATE_LOOPS=%s is not a number from 1 to 64; "
+                    "using %ld\n", env, n < 1 ? 1 : n > 64 ? 64 : n);
+    }
     if (n < 1)
         n = 1;
     if (n > 64)

@@ -727,7 +727,8 @@ static void tell_systemd(struct gw_supervisor *s, uint64_t now)
         s->status = mg__buf_steal(&status, NULL);
     }
     mg__buf_free(&status);
-    if (!s->ready_sent && ready == gw->nmodules && gw->nloops > 0) {
+    /* Never READY=1 once stopping (a module may come up during the drain). */
+    if (!s->ready_sent && !s->stop_requested && ready == gw->nmodules && gw->nloops > 0) {
         gw_notify("READY=1");
         s->ready_sent = true;
     }

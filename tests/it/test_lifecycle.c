@@ -680,3 +680,29 @@ Test(lifecycle, listen_addresses_that_cannot_be_used_exit_2_naming_the_key)
         free(out);
     }
 }
+
+/* Numbers given on the command line or in the environment are digits, or
+ * refused: not read as far as they go ("2x" as 2, "abc" as 0). */
+Test(lifecycle, numeric_arguments_are_digits_or_refused)
+{
+    const char *plus[] = { MODGATE_BIN, "--module", "hello", "--listen",
+                           "unix:/nonexistent-mgt-dir/s.sock", "--max-body-bytes", "+5", NULL };
+    char *out;
+    int status = run(plus, &out);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 100, "status %d: %s", status, out);
+    cr_expect_not_null(strstr(out, "--max-body-bytes"), "%s", out);
+    free(out);
+
+    setenv("MODGATE_LOOPS", "2x", 1);
+    struct gwp g;
+    int rc = gwp_start(&g, NULL, NULL);
+    unsetenv("MODGATE_LOOPS");
+    cr_assert_eq(rc, 0, "%s", g.out);
+    char path[400];
+    snprintf(path, sizeof(path), "%s/stderr.txt", g.dir);
+    char *err = read_file(path, NULL);
+    cr_expect_not_null(err ? strstr(err, "MODGATE_LOOPS=2x is not a number") : NULL, "%s", err);
+    free(err);
+    gwp_stop(&g);
+    gwp_cleanup(&g);
+}
