@@ -65,6 +65,28 @@ struct MHD_Response *gw_error_response(const char *msg, const char *module,
     return r;
 }
 
+char *gw_error_message(int status, const char *msg, const char *cause, const char *request_id,
+                       size_t *len, uint64_t *body_len)
+{
+    size_t blen;
+    char *body = error_json(msg, NULL, request_id, &blen);
+    if (body == NULL)
+        return NULL;
+    char hv[256];
+    gw_error_header_value(hv, sizeof(hv), NULL, 0, cause);
+    char *out = NULL;
+    int n = asprintf(&out,
+                     "HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                     GW_ERROR_HEADER ": %s\r\nX-Request-Id: %s\r\nContent-Length: %zu\r\n\r\n%s",
+                     status, mg__reason(status), hv, request_id, blen, body);
+    free(body);
+    if (n < 0)
+        return NULL;
+    *len = (size_t)n;
+    *body_len = blen;
+    return out;
+}
+
 struct MHD_Response *gw_local_response(const char *body, const char *content_type,
                                        const char *request_id, uint64_t *body_len)
 {

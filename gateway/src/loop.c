@@ -93,6 +93,7 @@ struct gw_loop *gw_loop_new(struct gateway *gw, unsigned index, char *err, size_
     l->curl_watch.epfd = l->epfd;
     l->curl_deadline_ms = -1;
     gw_list_init(&l->requests);
+    gw_list_init(&l->heads);
     gw_list_init(&l->header_waiters);
     gw_list_init(&l->idle_streams);
     gw_list_init(&l->death_waiters);

@@ -832,6 +832,8 @@ void *gw_proxy_on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     r->start_us = mg__now_us();
     mg__buf_init(&r->resp_hdrs, (size_t)l->gw->cfg.limits.max_header_bytes * 4 + 65536);
     gw_list_push_back(&l->requests, &r->link_all);
+    r->timer_at_ms = r->start_us / 1000;
+    gw_list_push_back(&l->heads, &r->link_timer);
     l->nrequests++;
     return r;
 }
@@ -1003,20 +1005,25 @@ static void route(struct request *r)
         r->extra_value = NULL;
 }
 
+static void new_request_id(struct request *r)
+{
+    gw_fmt_hex64(r->id, rng_next(r->loop->rng));
+    gw_fmt_hex64(r->id + 16, rng_next(r->loop->rng));
+    r->id[32] = '\0';
+}
+
 static enum MHD_Result first_call(struct request *r, const char *method, const char *version)
 {
     struct gw_loop *l = r->loop;
     const struct gw_config *c = &l->gw->cfg;
+    gw_list_remove(&r->link_timer); /* off l->heads: the head is in */
     r->method = method;
     client_address(r);
     const char *rid = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Request-Id");
-    if (rid != NULL && gw_request_id_valid(rid)) {
+    if (rid != NULL && gw_request_id_valid(rid))
         snprintf(r->id, sizeof(r->id), "%s", rid);
-    } else {
-        gw_fmt_hex64(r->id, rng_next(l->rng));
-        gw_fmt_hex64(r->id + 16, rng_next(l->rng));
-        r->id[32] = '\0';
-    }
+    else
+        new_request_id(r);
 
     struct head_scan h = { .bytes = strlen(r->target) + strlen(method) + 12 };
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, scan_header, &h);
@@ -1027,6 +1034,7 @@ static enum MHD_Result first_call(struct request *r, const char *method, const c
     }
     if (check_head(r, version, &h) != 0)
         return queue_answer(r); /* and close: where this request ends is unclear */
+    r->body_expected = h.codings > 0 || (h.lengths > 0 && strspn(h.length, "0") != strlen(h.length));
     r->has_host = h.hosts > 0;
     r->connection = h.connection;
     if (h.connections > 1) {
@@ -1130,9 +1138,15 @@ enum MHD_Result gw_proxy_on_request(void *cls, struct MHD_Connection *conn, cons
         return MHD_NO; /* close: nobody is listening */
     if (!r->first_call_done) {
         r->first_call_done = true;
-        /* Answering in this first call would cost the keep-alive
-         * connection (PERF.md), so only 413 does. */
-        return first_call(r, method, version);
+        /* Answering in this first call costs the keep-alive connection
+         * (PERF.md), so it waits for the last call, unless a body is
+         * coming that nobody will read: then the answer goes now, before
+         * the body (and before any 100 Continue), and the connection
+         * closes, as nginx does. */
+        enum MHD_Result rc = first_call(r, method, version);
+        if (rc == MHD_YES && r->local_status != 0 && !r->queued && r->body_expected)
+            return queue_answer(r);
+        return rc;
     }
     if (r->queued) {
         *upload_data_size = 0;
@@ -1174,7 +1188,7 @@ static void access_log(struct request *r, bool completed)
         .incarnation = r->incarnation, .status = r->final_status, .bytes = r->bytes_out,
         .duration_us = mg__now_us() - r->start_us,
     };
-    if (!completed) {
+    if (!completed && r->final_status != 408) {
         e.status = 499; /* the client went away before the end */
         if (e.cause == NULL)
             e.cause = "client_gone";
@@ -1268,10 +1282,45 @@ void gw_proxy_fd_event(struct gw_loop *l, int fd, int kind, uint32_t events)
 
 /* ---- timers and events -------------------------------------------------- */
 
+/* A client that has not sent its whole request head within
+ * request_timeout_ms (one header line every few seconds keeps
+ * libmicrohttpd's idle timeout from firing): it gets a 408, written
+ * straight to the socket since libmicrohttpd has not handed us the request
+ * yet (nothing else is being sent on the connection: it is between
+ * requests), and the connection is shut down, which libmicrohttpd then
+ * closes. As nginx's client_header_timeout. */
+static void head_timed_out(struct request *r, unsigned timeout_ms)
+{
+    new_request_id(r);
+    client_address(r);
+    r->method = "-";
+    r->cause = "timeout_head";
+    r->final_status = 408;
+    char msg[96];
+    snprintf(msg, sizeof(msg), "the request head did not arrive within %u ms", timeout_ms);
+    size_t len;
+    char *answer = gw_error_message(408, msg, r->cause, r->id, &len, &r->bytes_out);
+    if (answer != NULL && send(r->fd, answer, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+        r->bytes_out = 0;
+    free(answer);
+    shutdown(r->fd, SHUT_RDWR);
+}
+
 uint64_t gw_proxy_run_timers(struct gw_loop *l, uint64_t now)
 {
     const struct gw_config *c = &l->gw->cfg;
     uint64_t next = UINT64_MAX;
+
+    while (!gw_list_empty(&l->heads)) {
+        struct request *r = gw_container_of(l->heads.next, struct request, link_timer);
+        uint64_t due = r->timer_at_ms + c->limits.request_timeout_ms;
+        if (due > now) {
+            next = due;
+            break;
+        }
+        gw_list_remove(&r->link_timer);
+        head_timed_out(r, c->limits.request_timeout_ms);
+    }
 
     while (!gw_list_empty(&l->header_waiters)) {
         struct request *r = gw_container_of(l->header_waiters.next, struct request, link_timer);

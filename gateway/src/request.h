@@ -42,6 +42,7 @@ struct request {
     char *connection_joined;       /* their storage when several headers had them */
     bool has_host;
     bool body_framed;              /* the client sent Content-Length or Transfer-Encoding */
+    bool body_expected;            /* ... announcing a body of one byte or more */
     uint64_t start_us;
     uint64_t timer_at_ms;          /* start of the current timer list entry */
     char id[132];

@@ -1,9 +1,13 @@
 /* The gateway's own error table (SPEC §4): status, JSON body, headers. */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <jansson.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -317,5 +321,59 @@ Test(errors, malformed_requests_are_refused_not_forwarded)
     char *access = gwp_log(&g, "access.log");
     cr_expect_null(strstr(access, "SMUGGLED"), "%s", access);
     free(access);
+    gwp_finish(&g);
+}
+
+/* A body nobody will read is not waited for: the answer goes first (no
+ * 100 Continue), and the connection closes. */
+Test(errors, an_error_is_answered_before_a_body_nobody_reads)
+{
+    struct gwp g;
+    gwp_start_ok(&g, NULL);
+    const char *req = "POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 10000000\r\n"
+                      "Expect: 100-continue\r\n\r\n";
+    size_t n;
+    char *out = raw_exchange(g.port, NULL, req, strlen(req), 3000, &n);
+    cr_expect_eq(strncmp(out, "HTTP/1.1 404 ", 13), 0, "%s", out);
+    cr_expect_not_null(strstr(out, "X-Modgate-Error: cause=no_route\r\n"), "%s", out);
+    free(out);
+    gwp_finish(&g);
+}
+
+/* A client that sends its request head a line at a time, slowly enough to
+ * keep the connection's idle timeout from firing, is cut off after
+ * request_timeout_ms with a 408 (as nginx's client_header_timeout). */
+Test(errors, a_request_head_that_takes_too_long_gets_408)
+{
+    struct gwp g;
+    gwp_start_ok(&g, "{\"limits\": {\"request_timeout_ms\": 500}}");
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)g.port) };
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    const char *first = "GET /hello/x HTTP/1.1\r\nHost: x\r\n";
+    cr_assert_eq(send(fd, first, strlen(first), MSG_NOSIGNAL), (ssize_t)strlen(first));
+    long t0 = ms_now();
+    char out[4096];
+    size_t len = 0;
+    while (ms_now() - t0 < 5000) {
+        (void)send(fd, "X-Drip: 1\r\n", 11, MSG_NOSIGNAL);
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (poll(&p, 1, 150) > 0) {
+            ssize_t got = recv(fd, out + len, sizeof(out) - 1 - len, 0);
+            if (got <= 0)
+                break;
+            len += (size_t)got;
+        }
+    }
+    long took = ms_now() - t0;
+    close(fd);
+    out[len] = '\0';
+    cr_expect_eq(strncmp(out, "HTTP/1.1 408 ", 13), 0, "%s", out);
+    cr_expect_not_null(strstr(out, "X-Modgate-Error: cause=timeout_head\r\n"), "%s", out);
+    cr_expect_not_null(strstr(out, "\r\n\r\n{\"error\": "), "%s", out);
+    cr_expect_lt(took, 3000, "cut after %ld ms", took);
+    cr_expect(gwp_wait_log(&g, "access.log", " 408 ", 3000));
+    cr_expect(gwp_wait_log(&g, "access.log", "timeout_head", 3000));
     gwp_finish(&g);
 }
