@@ -131,6 +131,7 @@ void gw_req_unref(struct request *r)
     free(r->local_body);
     free(r->extra_value);
     free(r->connection_joined);
+    free(r->authority);
     free(r->tail);
     mg__buf_free(&r->resp_hdrs);
     gw_bytes_free(&r->up);
@@ -462,6 +463,7 @@ static void easy_put(struct gw_loop *l, CURL *e)
  * request instead of one per header. */
 struct hdr_pass {
     const char *connection;
+    const char *authority;
     bool has_accept, has_ctype;
     bool filling;
     size_t count, bytes;       /* first pass */
@@ -507,6 +509,8 @@ static enum MHD_Result add_request_header(void *cls, enum MHD_ValueKind kind, co
         strcasecmp(name, "X-Forwarded-For") == 0 || strcasecmp(name, "X-Forwarded-Proto") == 0 ||
         strcasecmp(name, "X-Request-Id") == 0)
         return MHD_YES;
+    if (p->authority != NULL && strcasecmp(name, "Host") == 0)
+        return MHD_YES; /* the absolute-form target's authority replaces it */
     if (strcasecmp(name, "Accept") == 0)
         p->has_accept = true;
     if (strcasecmp(name, "Content-Type") == 0)
@@ -535,14 +539,16 @@ static void forwarding_headers(struct hdr_pass *p, struct request *r, const char
         emit(p, "Accept:", "", "", "");
     if (!p->has_ctype && r->body_framed)
         emit(p, "Content-Type:", "", "", "");
-    if (!r->has_host) /* HTTP/1.0: curl would add one */
+    if (r->authority != NULL)
+        emit(p, "Host: ", r->authority, "", "");
+    else if (!r->has_host) /* HTTP/1.0: curl would add one */
         emit(p, "Host:", "", "", "");
 }
 
 /* Returns the header list (free() it), or NULL on ENOMEM. */
 static struct curl_slist *build_headers(struct request *r, const char *connection)
 {
-    struct hdr_pass p = { .connection = connection };
+    struct hdr_pass p = { .connection = connection, .authority = r->authority };
     const char *xff = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Forwarded-For");
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, add_request_header, &p);
     forwarding_headers(&p, r, xff);
@@ -550,7 +556,7 @@ static struct curl_slist *build_headers(struct request *r, const char *connectio
     char *block = malloc(nodes + p.bytes);
     if (block == NULL)
         return NULL;
-    struct hdr_pass fill = { .connection = connection, .filling = true,
+    struct hdr_pass fill = { .connection = connection, .authority = r->authority, .filling = true,
                              .nodes = (struct curl_slist *)block, .text = block + nodes };
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, add_request_header, &fill);
     forwarding_headers(&fill, r, xff);
@@ -923,6 +929,37 @@ static enum MHD_Result join_connection(void *cls, enum MHD_ValueKind kind, const
     return MHD_YES;
 }
 
+/* An absolute-form target (RFC 9112 §3.2.2, "GET http://host/path"):
+ * servers must accept it. The request is routed and forwarded in origin
+ * form, and its authority replaces the Host header (the client's own is
+ * ignored). Returns false if the authority is empty. */
+static bool take_absolute_form(struct request *r)
+{
+    const char *t = r->target;
+    size_t skip = strncasecmp(t, "http://", 7) == 0 ? 7 : strncasecmp(t, "https://", 8) == 0 ? 8 : 0;
+    if (skip == 0)
+        return true;
+    const char *auth = t + skip;
+    size_t alen = strcspn(auth, "/?#");
+    const char *rest = auth + alen;
+    if (alen == 0)
+        return false;
+    char *authority = strndup(auth, alen);
+    char *target = malloc(strlen(rest) + 2);
+    if (authority == NULL || target == NULL) {
+        free(authority);
+        free(target);
+        return false;
+    }
+    snprintf(target, strlen(rest) + 2, "%s%s", rest[0] == '/' ? "" : "/", rest);
+    free(r->target);
+    r->target = target;
+    r->authority = authority;
+    const char *q = strchr(target, '?');
+    r->pathlen = q ? (size_t)(q - target) : strlen(target);
+    return true;
+}
+
 /* The request head against RFC 9112's rules: a message whose framing is
  * ambiguous (Content-Length and Transfer-Encoding, differing lengths) is
  * refused rather than forwarded, since the module may frame it otherwise
@@ -934,13 +971,15 @@ static int check_head(struct request *r, const char *version, const struct head_
     int status = 400;
     if (!gw_http_token(r->method))
         why = "the method is not a token";
+    else if (!take_absolute_form(r))
+        why = "the request target has no authority, or memory ran out";
     else if (!gw_http_target_ok(r->target))
         why = "the request target has spaces or control characters";
     else if (h->bad_name)
         why = "a header name is not a token";
     else if (h->hosts > 1)
         why = "more than one Host header";
-    else if (h->hosts == 0 && strcmp(version, "HTTP/1.0") != 0)
+    else if (h->hosts == 0 && r->authority == NULL && strcmp(version, "HTTP/1.0") != 0)
         why = "an HTTP/1.1 request needs a Host header";
     else if (h->codings > 0 && h->lengths > 0)
         why = "both Transfer-Encoding and Content-Length";
@@ -1035,7 +1074,7 @@ static enum MHD_Result first_call(struct request *r, const char *method, const c
     if (check_head(r, version, &h) != 0)
         return queue_answer(r); /* and close: where this request ends is unclear */
     r->body_expected = h.codings > 0 || (h.lengths > 0 && strspn(h.length, "0") != strlen(h.length));
-    r->has_host = h.hosts > 0;
+    r->has_host = h.hosts > 0 || r->authority != NULL;
     r->connection = h.connection;
     if (h.connections > 1) {
         /* Rare: several Connection headers; their tokens all count. */

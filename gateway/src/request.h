@@ -40,6 +40,7 @@ struct request {
     const char *method;            /* MHD's, valid while the connection lives */
     const char *connection;        /* the Connection tokens, all headers' (or NULL) */
     char *connection_joined;       /* their storage when several headers had them */
+    char *authority;               /* of an absolute-form target: the Host to send */
     bool has_host;
     bool body_framed;              /* the client sent Content-Length or Transfer-Encoding */
     bool body_expected;            /* ... announcing a body of one byte or more */

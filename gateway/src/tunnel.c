@@ -45,6 +45,7 @@ bool gw_tunnel_wanted(struct MHD_Connection *conn, const char *method, const cha
 struct head_ctx {
     struct mg_buf *b;
     const char *connection;
+    const char *authority;
     bool failed;
 };
 
@@ -58,7 +59,8 @@ static enum MHD_Result add_header(void *cls, enum MHD_ValueKind kind, const char
      * the other hop-by-hop headers stay here, as for any request. */
     if (gw_header_is_hop_by_hop(name, n) || gw_header_in_connection(h->connection, name, n) ||
         strcasecmp(name, "X-Forwarded-For") == 0 || strcasecmp(name, "X-Forwarded-Proto") == 0 ||
-        strcasecmp(name, "X-Request-Id") == 0 || strcasecmp(name, "Content-Length") == 0)
+        strcasecmp(name, "X-Request-Id") == 0 || strcasecmp(name, "Content-Length") == 0 ||
+        (h->authority != NULL && strcasecmp(name, "Host") == 0))
         return MHD_YES;
     if (mg__buf_printf(h->b, "%s: %s\r\n", name, value ? value : "") != 0)
         h->failed = true;
@@ -70,8 +72,10 @@ static int build_handshake(struct request *r, struct mg_buf *b)
     const char *connection = r->connection;
     const char *upgrade = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Upgrade");
     const char *xff = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Forwarded-For");
-    struct head_ctx h = { .b = b, .connection = connection };
+    struct head_ctx h = { .b = b, .connection = connection, .authority = r->authority };
     if (mg__buf_printf(b, "GET %s HTTP/1.1\r\n", r->target) != 0)
+        return -1;
+    if (r->authority != NULL && mg__buf_printf(b, "Host: %s\r\n", r->authority) != 0)
         return -1;
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, add_header, &h);
     if (h.failed)

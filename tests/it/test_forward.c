@@ -403,3 +403,15 @@ Test(forward, head_on_a_streaming_route_has_no_body)
     cr_expect_eq((size_t)(end + 4 - out), n, "the module alone: bytes after the head: %s", end + 4);
     free(out);
 }
+
+/* RFC 9112 §3.2.2: a server must accept an absolute-form target. It is
+ * routed and forwarded in origin form, and its authority is the Host. */
+Test(forward, an_absolute_form_target_is_accepted)
+{
+    json_t *j = raw_echo("GET http://Example.org:8080/echo/abs?x=1 HTTP/1.1\r\nHost: other\r\n"
+                         "Connection: close\r\n\r\n");
+    cr_expect_str_eq(jstr(j, "path", NULL), "/echo/abs");
+    cr_expect_str_eq(jstr(j, "query", "x"), "1");
+    cr_expect_str_eq(jstr(j, "headers", "host"), "Example.org:8080");
+    json_decref(j);
+}
