@@ -257,7 +257,9 @@ static void schedule_restart(struct gw_supervisor *s, struct gw_module *m, uint6
                                                                     : m->backoff_ms * 2;
     m->restart_due_ms = now + delay;
     pthread_mutex_lock(&m->mu);
-    m->state = GW_RESTARTING;
+    /* A hung module stays "unhealthy" until its next start, so that the
+     * state says why it is down (it is killed the moment it is found). */
+    m->state = why == GW_RESTART_HUNG ? GW_UNHEALTHY : GW_RESTARTING;
     m->retry_at_ms = m->restart_due_ms;
     pthread_mutex_unlock(&m->mu);
     gw_log(GW_INFO, "module %s: restarting in %u ms", m->name, delay);

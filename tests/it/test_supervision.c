@@ -86,6 +86,7 @@ Test(supervision, a_hung_module_is_detected_and_restarted)
 {
     struct gwp g;
     gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
+              " \"restart\": {\"backoff_initial_ms\": 1500},"
               " \"health\": {\"period_ms\": 100, \"probe_timeout_ms\": 100, \"unhealthy_after\": 3}}");
     pid_t pid1 = gwp_module_pid(&g, "chaos");
     struct http_req q = { .url = gwp_url(&g, "/chaos/hang"), .timeout_ms = 10000 };
@@ -98,6 +99,8 @@ Test(supervision, a_hung_module_is_detected_and_restarted)
     cr_expect_not_null(strstr(r.body, "missed health probes"), "%s", r.body);
     cr_expect_lt(took, 3000, "hang noticed after %ld ms", took);
     http_free(&r);
+    /* Until its next start, the state says why it is down. */
+    cr_expect(gwp_wait_state(&g, "chaos", "unhealthy", 500), "state unhealthy after the hang");
     cr_assert(gwp_wait_state(&g, "chaos", "ready", 5000));
     cr_expect_neq(gwp_module_pid(&g, "chaos"), pid1);
     cr_expect(process_dead(pid1));
