@@ -1296,14 +1296,27 @@ void gw_proxy_on_connection(void *cls, struct MHD_Connection *conn, void **socke
 
 static void client_hangup(struct request *r)
 {
-    /* Only a request we are holding needs us: libmicrohttpd sees the
-     * hang-up of every other connection itself. */
-    if (!r->suspended)
+    if (r->suspended) {
+        /* libmicrohttpd does not watch a suspended connection. */
+        r->client_gone = true;
+        gw_req_transfer_end(r);
+        gw_list_remove(&r->link_timer);
+        gw_req_resume(r);
         return;
-    r->client_gone = true;
-    gw_req_transfer_end(r);
-    gw_list_remove(&r->link_timer);
-    gw_req_resume(r);
+    }
+    /* The client ended its side before its whole request came: it can
+     * never complete. libmicrohttpd 0.9.75 may not notice: a read shorter
+     * than its buffer clears its "readable" mark, and with edge-triggered
+     * epoll the end of file that came with those last bytes brings no
+     * further event (aborted uploads sat for its 90 s timeout, holding the
+     * module connection). Shutting the socket down gives it one. A client
+     * that half-closes after a whole request still gets its answer. */
+    if (!r->first_call_done || (r->has_body && !r->up_done)) {
+        r->client_gone = true;
+        gw_req_transfer_end(r);
+        gw_list_remove(&r->link_timer);
+        shutdown(r->fd, SHUT_RDWR);
+    }
 }
 
 void gw_proxy_fd_event(struct gw_loop *l, int fd, int kind, uint32_t events)

@@ -2,6 +2,7 @@
 
 #include <criterion/criterion.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
@@ -71,6 +72,20 @@ char *raw_exchange(int port, const char *unix_path, const char *req, size_t len,
     out[n] = '\0';
     *outlen = n;
     return out;
+}
+
+int count_fds(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    int n = 0;
+    if (d == NULL)
+        return -1;
+    while (readdir(d) != NULL)
+        n++;
+    closedir(d);
+    return n - 2;
 }
 
 long rss_kb(pid_t pid)

@@ -89,6 +89,8 @@ long ms_now(void);
 long rss_kb(pid_t pid);
 /* CPU time (user + system) the process has used so far, in ms; -1 if gone. */
 long cpu_ms(pid_t pid);
+/* The number of open descriptors of a process, -1 if it is gone. */
+int count_fds(pid_t pid);
 /* True if process `pid` is gone or a zombie. */
 bool process_dead(pid_t pid);
 /* Reads a whole file (caller frees), NULL if missing. */

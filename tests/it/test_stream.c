@@ -256,6 +256,44 @@ static int connect_to(int port)
     return fd;
 }
 
+/* A client that closes halfway through its upload cancels the request at
+ * once: nothing of it stays in the gateway (its socket, the connection to
+ * the module) until a timeout, and the access log says 499. */
+Test(stream, an_upload_abandoned_halfway_is_cancelled_at_once)
+{
+    struct gwp g;
+    gwp_start_ok(&g, NULL);
+    int fds0 = count_fds(g.pid);
+    static char half[512 * 1024];
+    memset(half, 'a', sizeof(half));
+    const char *head = "POST /echo/raw HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n";
+    const int rounds = 20;
+    for (int i = 0; i < rounds; i++) {
+        int fd = connect_to(g.port);
+        cr_assert_geq(fd, 0);
+        cr_assert_eq(send(fd, head, strlen(head), MSG_NOSIGNAL), (ssize_t)strlen(head));
+        for (size_t off = 0; off < sizeof(half);) {
+            ssize_t n = send(fd, half + off, sizeof(half) - off, MSG_NOSIGNAL);
+            cr_assert_gt(n, 0);
+            off += (size_t)n;
+        }
+        close(fd);
+    }
+    int fds = -1;
+    for (long t0 = ms_now(); ms_now() - t0 < 3000; usleep(50 * 1000))
+        if ((fds = count_fds(g.pid)) <= fds0 + 2)
+            break;
+    cr_expect_leq(fds, fds0 + 2, "descriptors: %d before, %d after", fds0, fds);
+    cr_expect(gwp_wait_log(&g, "access.log", "POST /echo/raw echo 1 499 ", 3000));
+    char *access = gwp_log(&g, "access.log");
+    int n499 = 0;
+    for (const char *p = access; (p = strstr(p, " 499 ")) != NULL; p++)
+        n499++;
+    cr_expect_eq(n499, rounds, "%s", access);
+    free(access);
+    gwp_finish(&g);
+}
+
 Test(stream, a_client_that_stops_reading_keeps_memory_flat)
 {
     struct gwp g;

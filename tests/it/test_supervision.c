@@ -437,20 +437,6 @@ Test(supervision, other_modules_answer_during_a_crash_loop)
     gwp_finish(&g);
 }
 
-static int count_fds(pid_t pid)
-{
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
-    DIR *d = opendir(path);
-    int n = 0;
-    if (d == NULL)
-        return -1;
-    while (readdir(d) != NULL)
-        n++;
-    closedir(d);
-    return n - 2;
-}
-
 static int count_zombies(pid_t parent)
 {
     DIR *d = opendir("/proc");
