@@ -641,6 +641,10 @@ void gw_proxy_transfer_done(struct gw_loop *l, CURL *easy, CURLcode result)
 
 /* ---- answering the client ---------------------------------------------- */
 
+/* Up to this much waiting for the client, the module's chunks keep their
+ * boundaries (see stream_reader). */
+#define PIECES_EXACT_MAX (16 * 1024)
+
 static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
 {
     (void)pos;
@@ -648,12 +652,23 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
     if (r->client_gone)
         return MHD_CONTENT_READER_END_WITH_ERROR;
     if (r->down.len > 0) {
-        if (r->piece_count > 0 && r->piece[r->piece_first] < max)
+        /* One chunk of the module's per chunk of ours while little is
+         * waiting (events, lines); a bulk transfer that has piled up goes
+         * in chunks as large as libmicrohttpd takes, boundaries or not
+         * (they cost it a tenth of its throughput). */
+        if (r->piece_count > 0 && r->down.len <= PIECES_EXACT_MAX &&
+            r->piece[r->piece_first] < max)
             max = r->piece[r->piece_first];
         size_t n = gw_bytes_take(&r->down, buf, max);
-        if (r->piece_count > 0 && (r->piece[r->piece_first] -= (uint32_t)n) == 0) {
-            r->piece_first = (r->piece_first + 1) % GW_PIECES_MAX;
-            r->piece_count--;
+        for (size_t left = n; left > 0 && r->piece_count > 0;) {
+            uint32_t *p = &r->piece[r->piece_first];
+            size_t used = left < *p ? left : *p;
+            *p -= (uint32_t)used;
+            left -= used;
+            if (*p == 0) {
+                r->piece_first = (r->piece_first + 1) % GW_PIECES_MAX;
+                r->piece_count--;
+            }
         }
         r->bytes_out += n;
         if (r->write_paused && r->down.len < LOW_WATER)
