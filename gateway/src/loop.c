@@ -66,8 +66,9 @@ static enum MHD_Result accept_policy(void *cls, const struct sockaddr *addr, soc
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
 {
     struct gw_loop *l = cls;
-    char msg[512];
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    char *msg = NULL;
+    if (vasprintf(&msg, fmt, ap) < 0)
+        return;
     size_t n = strlen(msg);
     while (n > 0 && msg[n - 1] == '\n')
         msg[--n] = '\0';
@@ -75,8 +76,11 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
      * we cut on purpose (END_WITH_ERROR: the client left, or the module
      * died inside a sized body, logged with its cause) is no warning. */
     bool routine = strstr(msg, "closed by remote peer") != NULL ||
+                   strstr(msg, "no longer available for sending") != NULL ||
+                   strstr(msg, "application error generating response") != NULL ||
                    strstr(msg, "Application reported internal error") != NULL;
     gw_log(routine ? GW_INFO : GW_WARN, "loop %u: libmicrohttpd: %s", l->index, msg);
+    free(msg);
 }
 
 struct gw_loop *gw_loop_new(struct gateway *gw, unsigned index, char *err, size_t errlen)
