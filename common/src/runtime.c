@@ -212,12 +212,14 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 static void mhd_logger(void *cls, const char *fmt, va_list ap)
 {
     (void)cls;
-    char msg[512];
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    char *msg = NULL;
+    if (vasprintf(&msg, fmt, ap) < 0)
+        return;
     size_t n = strlen(msg);
     while (n > 0 && msg[n - 1] == '\n')
         msg[--n] = '\0';
     mg_log(MG_LOG_WARN, "libmicrohttpd: %s", msg);
+    free(msg);
 }
 
 static void reopen_log(const char *path)
