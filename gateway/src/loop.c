@@ -98,6 +98,7 @@ struct gw_loop *gw_loop_new(struct gateway *gw, unsigned index, char *err, size_
     l->curl_deadline_ms = -1;
     gw_list_init(&l->requests);
     gw_list_init(&l->heads);
+    gw_list_init(&l->hups);
     gw_list_init(&l->header_waiters);
     gw_list_init(&l->idle_streams);
     gw_list_init(&l->death_waiters);
@@ -378,6 +379,7 @@ static void *loop_main(void *arg)
                 l->resumed = false;
                 MHD_run(l->mhd);
             }
+            gw_proxy_check_hangups(l);
             gw_proxy_run_unpauses(l);
             /* Transfers added during MHD_run asked for an immediate timeout. */
             run_curl_timeout(l, mg__now_ms());

@@ -47,6 +47,7 @@ struct gw_loop {
 
     struct gw_link requests;      /* every live request */
     struct gw_link heads;         /* request line in, the rest of the head not yet; oldest first */
+    struct gw_link hups;          /* clients that hung up before their request was whole */
     struct gw_link header_waiters;/* forwarded, no response headers yet; oldest first */
     struct gw_link idle_streams;  /* streaming responses, least recently active first */
     struct gw_link death_waiters; /* upstream broke; waiting to learn how the module died */

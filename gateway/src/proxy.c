@@ -959,6 +959,14 @@ static bool take_absolute_form(struct request *r)
     const char *rest = auth + alen;
     if (alen == 0)
         return false;
+    /* userinfo@ is not host information (RFC 9110 §4.2.4): not passed on. */
+    const char *at = memchr(auth, '@', alen);
+    if (at != NULL) {
+        alen -= (size_t)(at + 1 - auth);
+        auth = at + 1;
+    }
+    if (alen == 0)
+        return false;
     char *authority = strndup(auth, alen);
     char *target = malloc(strlen(rest) + 2);
     if (authority == NULL || target == NULL) {
@@ -1272,6 +1280,7 @@ void gw_proxy_on_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     r->urh = NULL;
     gw_req_transfer_end(r);
     gw_list_remove(&r->link_timer);
+    gw_list_remove(&r->link_hup);
     gw_list_remove(&r->link_all);
     l->nrequests--;
     if (gw_loop_owner(l, r->fd) == r)
@@ -1309,24 +1318,54 @@ void gw_proxy_on_connection(void *cls, struct MHD_Connection *conn, void **socke
     }
 }
 
+/* The request has not come whole yet: its head, or a body still due. */
+static bool request_incomplete(const struct request *r)
+{
+    return !r->first_call_done || (r->has_body && !r->up_done);
+}
+
 static void client_hangup(struct request *r)
 {
     if (r->suspended) {
-        /* libmicrohttpd does not watch a suspended connection. */
+        /* libmicrohttpd does not watch a suspended connection. As nginx,
+         * a client that ends its side while we wait is gone. */
         r->client_gone = true;
         gw_req_transfer_end(r);
         gw_list_remove(&r->link_timer);
         gw_req_resume(r);
         return;
     }
-    /* The client ended its side before its whole request came: it can
-     * never complete. libmicrohttpd 0.9.75 may not notice: a read shorter
-     * than its buffer clears its "readable" mark, and with edge-triggered
-     * epoll the end of file that came with those last bytes brings no
-     * further event (aborted uploads sat for its 90 s timeout, holding the
-     * module connection). Shutting the socket down gives it one. A client
-     * that half-closes after a whole request still gets its answer. */
-    if (!r->first_call_done || (r->has_body && !r->up_done)) {
+    /* The client ended its side, perhaps right after the last bytes of its
+     * request, which libmicrohttpd has not read yet: decided once it has
+     * (gw_proxy_check_hangups, after its next run). */
+    if (request_incomplete(r))
+        gw_list_push_back(&r->loop->hups, &r->link_hup);
+}
+
+void gw_proxy_check_hangups(struct gw_loop *l)
+{
+    for (struct gw_link *p = l->hups.next; p != &l->hups;) {
+        struct request *r = gw_container_of(p, struct request, link_hup);
+        p = p->next;
+        if (!request_incomplete(r) || r->client_gone) {
+            gw_list_remove(&r->link_hup); /* whole, or already given up */
+            continue;
+        }
+        if (r->suspended)
+            continue; /* libmicrohttpd reads on once the module takes more */
+        char c;
+        ssize_t n = recv(r->fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
+        if (n > 0)
+            continue; /* bytes libmicrohttpd has still to read: next time */
+        gw_list_remove(&r->link_hup);
+        if (n < 0)
+            continue;
+        /* At its end with the request not whole: it can never complete.
+         * libmicrohttpd 0.9.75 may not notice: a read shorter than its
+         * buffer clears its "readable" mark, and with edge-triggered epoll
+         * the end of file that came with those last bytes brings no
+         * further event (aborted uploads sat for its 90 s timeout, holding
+         * the module connection). Shutting the socket down gives it one. */
         r->client_gone = true;
         gw_req_transfer_end(r);
         gw_list_remove(&r->link_timer);

@@ -30,6 +30,9 @@ void gw_proxy_fd_event(struct gw_loop *l, int fd, int kind, uint32_t events);
 void gw_proxy_transfer_done(struct gw_loop *l, CURL *easy, CURLcode result);
 /* Resumes transfers whose buffers drained during MHD_run. */
 void gw_proxy_run_unpauses(struct gw_loop *l);
+/* Clients that hung up before their request was whole, once libmicrohttpd
+ * has read what they sent: see client_hangup. */
+void gw_proxy_check_hangups(struct gw_loop *l);
 /* Fires due timers; returns the next deadline (monotonic ms) or UINT64_MAX. */
 uint64_t gw_proxy_run_timers(struct gw_loop *l, uint64_t now_ms);
 /* A module process died: answers every request still waiting on it. */

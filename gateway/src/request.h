@@ -33,6 +33,7 @@ struct request {
     struct gw_loop *loop;
     struct MHD_Connection *conn;
     struct gw_link link_all, link_timer, link_unpause;
+    struct gw_link link_hup;       /* on loop->hups: the client hung up mid-request */
     int refs;                      /* the MHD connection, and a streaming response */
 
     char *target;                  /* request target as sent: path?query */

@@ -414,4 +414,8 @@ Test(forward, an_absolute_form_target_is_accepted)
     cr_expect_str_eq(jstr(j, "query", "x"), "1");
     cr_expect_str_eq(jstr(j, "headers", "host"), "Example.org:8080");
     json_decref(j);
+    /* userinfo is not host information: it does not reach the module. */
+    j = raw_echo("GET http://user:secret@h.example/echo/abs HTTP/1.1\r\nConnection: close\r\n\r\n");
+    cr_expect_str_eq(jstr(j, "headers", "host"), "h.example");
+    json_decref(j);
 }
