@@ -18,7 +18,6 @@ void gw_histogram_observe(struct gw_histogram *h, uint64_t us)
     while (i < GW_LATENCY_BUCKETS - 1 && us > bounds_us[i])
         i++;
     atomic_fetch_add_explicit(&h->buckets[i], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&h->count, 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&h->sum_us, us, memory_order_relaxed);
 }
 
@@ -60,8 +59,10 @@ static int histogram(struct mg_buf *b, const char *name, const char *module,
     }
     rc |= mg__buf_printf(b, "%s_sum{module=\"%s\"} %.6f\n", name, module,
                          (double)load(&h->sum_us) / 1e6);
-    rc |= mg__buf_printf(b, "%s_count{module=\"%s\"} %" PRIu64 "\n", name, module,
-                         load(&h->count));
+    /* The count is the +Inf bucket as read above: a request observed
+     * while this runs must not make them differ (Prometheus wants them
+     * equal). */
+    rc |= mg__buf_printf(b, "%s_count{module=\"%s\"} %" PRIu64 "\n", name, module, cum);
     return rc;
 }
 
@@ -93,6 +94,7 @@ int gw_metrics_render(struct gateway *gw, struct mg_buf *b)
     for (size_t i = 0; i < gw->nmodules; i++)
         rc |= histogram(b, "modgate_request_duration_seconds", gw->modules[i].name,
                         &gw->modules[i].metrics.latency);
+    rc |= histogram(b, "modgate_request_duration_seconds", "", &gw->unrouted.latency);
 
     rc |= mg__buf_printf(b, "# HELP modgate_requests_in_flight Requests being forwarded now.\n"
                             "# TYPE modgate_requests_in_flight gauge\n");

@@ -1,9 +1,10 @@
 /*
  * Counters for GET /-/metrics (Prometheus text format). Writers are the
  * loops (requests) and the supervisor (restarts, probes); the admin thread
- * reads. Every field is a relaxed atomic: counters need no ordering, and a
- * scrape that sees a histogram bucket one request ahead of its count is
- * harmless.
+ * reads. Every field is a relaxed atomic: counters need no ordering. A
+ * histogram's count is the sum of its buckets as one scrape reads them,
+ * so that its +Inf bucket and count always agree; its sum may be a request
+ * ahead or behind, which is harmless.
  */
 #ifndef GW_METRICS_H
 #define GW_METRICS_H
@@ -28,7 +29,6 @@ enum gw_restart_reason {
 
 struct gw_histogram {
     atomic_uint_fast64_t buckets[GW_LATENCY_BUCKETS]; /* cumulative on output */
-    atomic_uint_fast64_t count;
     atomic_uint_fast64_t sum_us;
 };
 

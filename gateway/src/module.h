@@ -89,6 +89,7 @@ struct gw_module {
     struct gw_incarnation *current; /* the live process, serving or starting */
     unsigned backoff_ms;
     uint64_t restart_due_ms;    /* 0: no restart scheduled */
+    int restart_why;            /* its enum gw_restart_reason, counted when it happens */
     uint64_t ready_since_ms;
     uint64_t *restart_times;    /* ring of recent restart times (ms) */
     size_t nrestart_times;

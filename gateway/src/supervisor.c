@@ -202,11 +202,22 @@ static void log_failure(struct gw_supervisor *s, struct gw_module *m, const char
     else
         gw_log(GW_ERROR, "module %s %s; log %s, last %u lines:", m->name, what, m->log_path,
                lines);
-    if (tail != NULL && len > 0) {
-        gw_log_raw(tail, len);
-        if (tail[len - 1] != '\n')
-            gw_log_raw("\n", 1);
+    /* Quoted, each line behind "  | ": they are the module's lines (their
+     * own times and levels), not the gateway's, and whoever reads or
+     * parses gateway.log must be able to tell. */
+    struct mg_buf quoted;
+    mg__buf_init(&quoted, 2 * len + 4 * (size_t)lines + 64);
+    for (size_t at = 0; tail != NULL && at < len;) {
+        const char *nl = memchr(tail + at, '\n', len - at);
+        size_t n = nl ? (size_t)(nl - (tail + at)) : len - at;
+        if (mg__buf_append(&quoted, "  | ", 4) != 0 ||
+            mg__buf_append(&quoted, tail + at, n) != 0 || mg__buf_append(&quoted, "\n", 1) != 0)
+            break;
+        at += n + 1;
     }
+    if (quoted.len > 0)
+        gw_log_raw(quoted.data, quoted.len);
+    mg__buf_free(&quoted);
     free(tail);
 }
 
@@ -251,7 +262,9 @@ static void schedule_restart(struct gw_supervisor *s, struct gw_module *m, uint6
                "until an admin restart", m->name, recent, c->restart.window_s);
         return;
     }
-    atomic_fetch_add(&m->metrics.restarts[why], 1);
+    /* Counted when it happens: an admin restart during the backoff
+     * replaces it (and is counted as admin). */
+    m->restart_why = (int)why;
     unsigned delay = m->backoff_ms;
     m->backoff_ms = m->backoff_ms > c->restart.backoff_max_ms / 2 ? c->restart.backoff_max_ms
                                                                     : m->backoff_ms * 2;
@@ -679,6 +692,7 @@ static uint64_t run_deadlines(struct gw_supervisor *s, uint64_t now)
             pthread_mutex_lock(&m->mu);
             m->restarts++;
             pthread_mutex_unlock(&m->mu);
+            atomic_fetch_add(&m->metrics.restarts[m->restart_why], 1);
             spawn_incarnation(s, m, false);
         } else if (m->restart_due_ms < next) {
             next = m->restart_due_ms;

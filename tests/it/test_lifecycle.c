@@ -268,6 +268,11 @@ Test(lifecycle, crash_is_logged_with_the_log_tail_and_the_module_comes_back)
     const char *crash = strstr(head, "crashing on request");
     cr_expect_null(strstr(head, "chaos line 7"), "only 3 lines: %s", head);
     cr_expect(l8 && l9 && crash && l8 < l9 && l9 < crash, "%s", head);
+    /* Quoted: the module's lines are told apart from the gateway's own. */
+    const char *bol = l9;
+    while (bol > head && bol[-1] != '\n')
+        bol--;
+    cr_expect_eq(strncmp(bol, "  | ", 4), 0, "%.80s", bol);
     free(log);
     cr_assert(gwp_wait_state(&g, "chaos", "ready", 5000));
     pid_t after = gwp_module_pid(&g, "chaos");

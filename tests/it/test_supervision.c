@@ -557,6 +557,45 @@ Test(supervision, metrics_are_prometheus_text_and_count)
                  metric(r.body, "modgate_request_duration_seconds_count{module=\"hello\"}"));
     cr_expect_gt(metric(r.body, "modgate_probe_duration_seconds_count{module=\"hello\"}"), 0);
     cr_expect_geq(metric(r.body, "modgate_requests_in_flight{module=\"hello\"}"), 0);
+    /* Requests no module took have their latency too. */
+    cr_expect_eq(metric(r.body, "modgate_request_duration_seconds_count{module=\"\"}"), 1);
+    http_free(&r);
+    gwp_finish(&g);
+}
+
+/* An admin restart while a crashed module waits for its backoff replaces
+ * the pending restart: one process starts, counted once, as admin (it was
+ * counted as a crash restart too), and /-/modules agrees. */
+Test(supervision, an_admin_restart_during_the_backoff_is_counted_once)
+{
+    struct gwp g;
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
+              " \"restart\": {\"backoff_initial_ms\": 3000}}");
+    struct http_resp r;
+    http_get(gwp_url(&g, "/chaos/crash"), &r);
+    http_free(&r);
+    cr_assert(gwp_wait_state(&g, "chaos", "restarting", 2000));
+    cr_assert_eq(http_do(&(struct http_req){ .method = "POST",
+                                              .url = gwp_admin_url(&g, "/-/modules/chaos/restart") },
+                         &r), 0);
+    cr_expect_eq(r.status, 202);
+    http_free(&r);
+    cr_assert(gwp_wait_state(&g, "chaos", "ready", 2000));
+    usleep(3500 * 1000); /* past the backoff: no second start */
+    cr_assert_eq(http_get(gwp_admin_url(&g, "/-/metrics"), &r), 0);
+    double signaled =
+        metric(r.body, "modgate_module_restarts_total{module=\"chaos\",reason=\"signaled\"}");
+    double admin = metric(r.body, "modgate_module_restarts_total{module=\"chaos\",reason=\"admin\"}");
+    cr_expect_eq(signaled + admin, 1, "signaled %g + admin %g", signaled, admin);
+    cr_expect_eq(admin, 1);
+    cr_expect_eq(metric(r.body, "modgate_module_incarnation{module=\"chaos\"}"), 2);
+    http_free(&r);
+    cr_assert_eq(http_get(gwp_admin_url(&g, "/-/modules/chaos"), &r), 0);
+    json_t *j = json_loads(r.body, 0, NULL);
+    cr_assert_not_null(j, "%s", r.body);
+    cr_expect_eq(json_integer_value(json_object_get(j, "restarts")), 0);
+    cr_expect_eq(json_integer_value(json_object_get(j, "incarnation")), 2);
+    json_decref(j);
     http_free(&r);
     gwp_finish(&g);
 }
