@@ -18,6 +18,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* A JSON string of s; bytes that are not UTF-8 (a raw target may carry
+ * any) come out as '?', JSON has no other way to hold them. */
+static json_t *text(const char *s)
+{
+    json_t *j = json_string(s);
+    if (j != NULL)
+        return j;
+    char *copy = strdup(s);
+    if (copy == NULL)
+        return NULL;
+    for (unsigned char *p = (unsigned char *)copy; *p; p++)
+        if (*p >= 0x80)
+            *p = '?';
+    j = json_string(copy);
+    free(copy);
+    return j;
+}
+
 static int describe(mg_req *req, mg_res *res)
 {
     json_t *query = json_object(), *headers = json_object();
@@ -26,7 +44,7 @@ static int describe(mg_req *req, mg_res *res)
         const char *k, *v;
         mg_req_query_at(req, i, &k, &v);
         if (json_object_get(query, k) == NULL)
-            json_object_set_new(query, k, json_string(v));
+            json_object_set_new(query, k, text(v));
     }
     n = mg_req_header_count(req);
     for (size_t i = 0; i < n; i++) {
@@ -42,11 +60,11 @@ static int describe(mg_req *req, mg_res *res)
             /* Repeated headers are one list, as HTTP defines them. */
             char *joined = NULL;
             if (asprintf(&joined, "%s, %s", json_string_value(old), v) >= 0) {
-                json_object_set_new(headers, lower, json_string(joined));
+                json_object_set_new(headers, lower, text(joined));
                 free(joined);
             }
         } else {
-            json_object_set_new(headers, lower, json_string(v));
+            json_object_set_new(headers, lower, text(v));
         }
         free(lower);
     }
@@ -70,8 +88,8 @@ static int describe(mg_req *req, mg_res *res)
     char hex[2 * SHA256_DIGEST_SIZE + 1];
     for (size_t i = 0; i < sizeof(digest); i++)
         snprintf(hex + 2 * i, 3, "%02x", digest[i]);
-    json_t *o = json_pack("{s:s, s:s, s:o, s:o, s:I, s:s}", "method", mg_req_method(req),
-                          "path", mg_req_path(req), "query", query, "headers", headers,
+    json_t *o = json_pack("{s:o, s:o, s:o, s:o, s:I, s:s}", "method", text(mg_req_method(req)),
+                          "path", text(mg_req_path(req)), "query", query, "headers", headers,
                           "body_len", (json_int_t)blen, "body_sha256", hex);
     char *text = o ? json_dumps(o, JSON_COMPACT | JSON_ENSURE_ASCII) : NULL;
     json_decref(o);
