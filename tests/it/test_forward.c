@@ -424,7 +424,7 @@ Test(forward, an_absolute_form_target_is_accepted)
 Test(forward, echo_describes_a_target_that_is_not_utf8)
 {
     json_t *j = raw_echo("GET /echo/caf\xc3\xa9/\xff?q=\xfe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    cr_expect_str_eq(jstr(j, "path", NULL), "/echo/caf??/?");
+    cr_expect_str_eq(jstr(j, "path", NULL), "/echo/caf?" "?/?");
     cr_expect_str_eq(jstr(j, "query", "q"), "?");
     json_decref(j);
 }
