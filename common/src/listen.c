@@ -53,6 +53,10 @@ static int make_nonblocking(int fd)
 static int listen_unix(const char *path, char *err, size_t errlen)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (path[0] == '\0') {
+        snprintf(err, errlen, "listen address unix: needs a path");
+        return -1;
+    }
     if (strlen(path) >= sizeof(sa.sun_path)) {
         snprintf(err, errlen, "socket path %s is %zu bytes, longer than the system's limit of %zu",
                  path, strlen(path), sizeof(sa.sun_path) - 1);

@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "util.h"
 
@@ -72,13 +73,17 @@ char *gw_error_message(int status, const char *msg, const char *cause, const cha
     char *body = error_json(msg, NULL, request_id, &blen);
     if (body == NULL)
         return NULL;
-    char hv[256];
+    char hv[256], date[64];
     gw_error_header_value(hv, sizeof(hv), NULL, 0, cause);
+    time_t now = time(NULL);
+    struct tm tm;
+    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", gmtime_r(&now, &tm));
     char *out = NULL;
     int n = asprintf(&out,
-                     "HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
-                     GW_ERROR_HEADER ": %s\r\nX-Request-Id: %s\r\nContent-Length: %zu\r\n\r\n%s",
-                     status, mg__reason(status), hv, request_id, blen, body);
+                     "HTTP/1.1 %d %s\r\nDate: %s\r\nConnection: close\r\n"
+                     "Content-Type: application/json\r\n" GW_ERROR_HEADER ": %s\r\n"
+                     "X-Request-Id: %s\r\nContent-Length: %zu\r\n\r\n%s",
+                     status, mg__reason(status), date, hv, request_id, blen, body);
     free(body);
     if (n < 0)
         return NULL;

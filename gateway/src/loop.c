@@ -76,6 +76,8 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
      * we cut on purpose (END_WITH_ERROR: the client left, or the module
      * died inside a sized body, logged with its cause) is no warning. */
     bool routine = strstr(msg, "closed by remote peer") != NULL ||
+                   strstr(msg, "closed by remote side with incomplete request") != NULL ||
+                   strstr(msg, "socket is closed when reading request") != NULL ||
                    strstr(msg, "no longer available for sending") != NULL ||
                    strstr(msg, "application error generating response") != NULL ||
                    strstr(msg, "Application reported internal error") != NULL;

@@ -1060,7 +1060,9 @@ static void route(struct request *r)
                         : state == GW_STARTING ? "starting"
                         : state == GW_STOPPING || state == GW_STOPPED ? "stopping"
                                                                       : "restarting";
-    gw_req_set_error(r, 503, cause, "module %s is %s", r->mod->name, gw_state_name(state));
+    gw_req_set_error(r, 503, cause, "module %s is %s", r->mod->name,
+                     state == GW_FAILED ? "failed (given up on until an admin restart)"
+                                        : gw_state_name(state));
     if (asprintf(&r->extra_value, "%" PRIu64, secs) >= 0)
         r->extra_name = "Retry-After";
     else

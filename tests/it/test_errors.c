@@ -371,6 +371,7 @@ Test(errors, a_request_head_that_takes_too_long_gets_408)
     out[len] = '\0';
     cr_expect_eq(strncmp(out, "HTTP/1.1 408 ", 13), 0, "%s", out);
     cr_expect_not_null(strstr(out, "X-Modgate-Error: cause=timeout_head\r\n"), "%s", out);
+    cr_expect_not_null(strstr(out, "\r\nDate: "), "%s", out);
     cr_expect_not_null(strstr(out, "\r\n\r\n{\"error\": "), "%s", out);
     cr_expect_lt(took, 3000, "cut after %ld ms", took);
     cr_expect(gwp_wait_log(&g, "access.log", " 408 ", 3000));

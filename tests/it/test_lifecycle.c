@@ -698,6 +698,13 @@ Test(lifecycle, numeric_arguments_are_digits_or_refused)
     cr_expect_not_null(strstr(out, "--max-body-bytes"), "%s", out);
     free(out);
 
+    /* An empty socket path would bind an abstract socket named by NULs. */
+    const char *empty[] = { MODGATE_BIN, "--module", "hello", "--listen", "unix:", NULL };
+    status = run(empty, &out);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) != 0, "status %d: %s", status, out);
+    cr_expect_not_null(strstr(out, "needs a path"), "%s", out);
+    free(out);
+
     setenv("MODGATE_LOOPS", "2x", 1);
     struct gwp g;
     int rc = gwp_start(&g, NULL, NULL);
