@@ -1045,6 +1045,7 @@ static void route(struct request *r)
         return;
     }
     r->mod = m.data;
+    r->route_pattern = m.pattern;
     enum gw_state state;
     uint64_t retry_at;
     r->inc = gw_module_acquire(r->mod, &state, &r->incarnation, &retry_at);
@@ -1074,6 +1075,20 @@ static void new_request_id(struct request *r)
     gw_fmt_hex64(r->id, rng_next(r->loop->rng));
     gw_fmt_hex64(r->id + 16, rng_next(r->loop->rng));
     r->id[32] = '\0';
+}
+
+/* True if the route the request matched is a WebSocket one (MG_WS). A
+ * handshake on any other route is forwarded as the plain request it also
+ * is (Upgrade and Connection are hop-by-hop), and answered as such: the
+ * tunnel's own reader knows only a 101 or a short sized answer. */
+static bool ws_route(const struct request *r)
+{
+    const mg_module *desc = r->mod->desc;
+    for (size_t i = 0; i < desc->nroutes; i++)
+        if (desc->routes[i].kind == MG_ROUTE_WS && r->route_pattern != NULL &&
+            strcmp(desc->routes[i].pattern, r->route_pattern) == 0)
+            return true;
+    return false;
 }
 
 static enum MHD_Result first_call(struct request *r, const char *method, const char *version)
@@ -1134,7 +1149,7 @@ static enum MHD_Result first_call(struct request *r, const char *method, const c
     if (r->local_status != 0)
         return MHD_YES;
 
-    if (gw_tunnel_wanted(r->conn, method, r->connection)) {
+    if (gw_tunnel_wanted(r->conn, method, r->connection) && ws_route(r)) {
         r->ws = true;
         gw_tunnel_start(r); /* on failure an answer (or the wait for one) is set */
         return MHD_YES;

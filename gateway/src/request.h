@@ -51,6 +51,7 @@ struct request {
     char client[48];
 
     struct gw_module *mod;
+    const char *route_pattern;     /* the matched route's, borrowed from the route table */
     struct gw_incarnation *inc;
     unsigned incarnation;          /* inc's number, or the module's latest */
 

@@ -421,3 +421,23 @@ Test(websocket, a_module_run_alone_answers_with_one_connection_upgrade)
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
     close(p[0]);
 }
+
+/* A handshake on a route that is not a WebSocket one is the plain request
+ * it also is: a streaming answer comes through whole (it was wrapped in a
+ * second chunked framing, then cut as a broken connection). */
+Test(websocket, a_handshake_on_a_streaming_route_gets_its_stream)
+{
+    struct gwp g;
+    gwp_start_ok(&g, NULL);
+    const char *req = "GET /hello/ticks?n=3 HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\n"
+                      "Connection: Upgrade, close\r\nSec-WebSocket-Key: " KEY "\r\n"
+                      "Sec-WebSocket-Version: 13\r\n\r\n";
+    size_t n;
+    char *out = raw_exchange(g.port, NULL, req, strlen(req), 3000, &n);
+    cr_expect_eq(strncmp(out, "HTTP/1.1 200 ", 13), 0, "%s", out);
+    const char *body = strstr(out, "\r\n\r\n");
+    cr_assert_not_null(body, "%s", out);
+    cr_expect_str_eq(body + 4, "7\r\ntick 0\n\r\n7\r\ntick 1\n\r\n7\r\ntick 2\n\r\n0\r\n\r\n");
+    free(out);
+    gwp_finish(&g);
+}
