@@ -436,7 +436,11 @@ int mg_gateway_main(int argc, char **argv)
           : check_listen_address(gw.cfg.admin_listen, why, sizeof(why)) != 0 ? admin_key
                                                                             : NULL;
     if (bad != NULL) {
-        fprintf(stderr, "modgate: %s%s: %s\n", bad[0] == '-' ? "" : "config error: ", bad, why);
+        if (bad[0] == '-')
+            fprintf(stderr, "modgate: %s: %s\n", bad, why);
+        else
+            fprintf(stderr, "modgate: config error: %s%s%s: %s\n", config_path ? config_path : "",
+                    config_path ? ": " : "", bad, why);
         gw_config_free(&gw.cfg);
         return 2;
     }

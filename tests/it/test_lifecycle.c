@@ -682,6 +682,8 @@ Test(lifecycle, listen_addresses_that_cannot_be_used_exit_2_naming_the_key)
         cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 2, "case %zu: status %d: %s", i,
                   status, out);
         cr_expect_not_null(strstr(out, cases[i].needle), "case %zu: %s", i, out);
+        if (cases[i].json != NULL) /* and the file, as for every config error */
+            cr_expect_not_null(strstr(out, cfg), "case %zu: %s", i, out);
         free(out);
     }
 }
