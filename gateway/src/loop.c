@@ -249,7 +249,7 @@ void gw_loop_flush_access_log(struct gw_loop *l)
     l->access_buf.len = 0;
 }
 
-static void run_curl_timeout(struct gw_loop *l, uint64_t now)
+void gw_loop_run_curl_timeout(struct gw_loop *l, uint64_t now)
 {
     if (l->curl_deadline_ms >= 0 && (uint64_t)l->curl_deadline_ms <= now) {
         int running;
@@ -367,7 +367,7 @@ static void *loop_main(void *arg)
             }
         }
         now = mg__now_ms();
-        run_curl_timeout(l, now);
+        gw_loop_run_curl_timeout(l, now);
         read_curl_messages(l);
         bool run_mhd = mhd_ready || l->resumed || now >= mhd_at || n == 0;
         /* libmicrohttpd often has more to do at once: a connection that
@@ -384,7 +384,7 @@ static void *loop_main(void *arg)
             gw_proxy_check_hangups(l);
             gw_proxy_run_unpauses(l);
             /* Transfers added during MHD_run asked for an immediate timeout. */
-            run_curl_timeout(l, mg__now_ms());
+            gw_loop_run_curl_timeout(l, mg__now_ms());
             read_curl_messages(l);
             MHD_UNSIGNED_LONG_LONG mt;
             run_mhd = l->resumed || (MHD_get_timeout(l->mhd, &mt) == MHD_YES && mt == 0);

@@ -90,6 +90,10 @@ enum gw_fd_kind {
     GW_FD_TUNNEL_CLIENT,   /* a WebSocket tunnel's client socket */
 };
 
+/* Runs curl's timeout action if it is due (a transfer just added asks for
+ * one at once). */
+void gw_loop_run_curl_timeout(struct gw_loop *l, uint64_t now);
+
 /* Adds or changes `fd` in the loop's epoll set and maps it to `owner` (the
  * request). 0 or -errno. */
 int gw_loop_watch(struct gw_loop *l, int fd, enum gw_fd_kind kind, uint32_t events, void *owner,

@@ -297,10 +297,7 @@ size_t gw_req_on_header(char *buf, size_t size, size_t n, void *userp)
             return len;
         }
         r->stream_mode = true;
-        if (r->loop->gw->cfg.limits.stream_idle_timeout_ms > 0) {
-            r->timer_at_ms = mg__now_ms();
-            gw_list_push_back(&r->loop->idle_streams, &r->link_timer);
-        }
+        gw_req_idle_restart(r);
         gw_req_answer_ready(r);
         return len;
     }
@@ -327,12 +324,9 @@ size_t gw_req_on_header(char *buf, size_t size, size_t n, void *userp)
     return len;
 }
 
-/* Bytes came from the module: it is not silent, so its idle timer starts
- * again. While the transfer runs, link_timer is on idle_streams if it is
- * linked at all. */
-static void stream_progress(struct request *r)
+void gw_req_idle_restart(struct request *r)
 {
-    if (r->easy != NULL && gw_linked(&r->link_timer)) {
+    if (r->loop->gw->cfg.limits.stream_idle_timeout_ms > 0) {
         r->timer_at_ms = mg__now_ms();
         gw_list_push_back(&r->loop->idle_streams, &r->link_timer);
     }
@@ -372,7 +366,7 @@ static size_t on_write(char *data, size_t size, size_t n, void *userp)
             r->piece_count++;
         }
     }
-    stream_progress(r);
+    gw_req_idle_restart(r); /* the module is not silent */
     if (r->reader_waiting)
         gw_req_resume(r);
     return len;
@@ -410,11 +404,7 @@ void gw_proxy_run_unpauses(struct gw_loop *l)
             r->read_paused = false;
         if (r->write_paused && r->down.len < LOW_WATER) {
             r->write_paused = false;
-            /* Waiting on the module again: its silence counts again. */
-            if (r->loop->gw->cfg.limits.stream_idle_timeout_ms > 0) {
-                r->timer_at_ms = mg__now_ms();
-                gw_list_push_back(&r->loop->idle_streams, &r->link_timer);
-            }
+            gw_req_idle_restart(r); /* waiting on the module again */
         }
         int mask = (r->read_paused ? CURLPAUSE_SEND : 0) | (r->write_paused ? CURLPAUSE_RECV : 0);
         curl_easy_pause(r->easy, mask);
@@ -613,9 +603,7 @@ static int start_transfer(struct request *r, int64_t content_length)
      * with the connection (its last handler call, the suspend), instead
      * of after: 4 us off the median at one connection (86.5 against 90.8
      * us, 4 interleaved runs), no cost at 64. */
-    int running;
-    l->curl_deadline_ms = -1;
-    curl_multi_socket_action(l->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    gw_loop_run_curl_timeout(l, mg__now_ms());
     return 0;
 }
 
@@ -1275,7 +1263,7 @@ static void access_log(struct request *r, bool completed)
         .incarnation = r->incarnation, .status = r->final_status, .bytes = r->bytes_out,
         .duration_us = mg__now_us() - r->start_us,
     };
-    if (!completed && r->final_status != 408) {
+    if (!completed && !r->answered_raw) {
         e.status = 499; /* the client went away before the end */
         if (e.cause == NULL)
             e.cause = "client_gone";
@@ -1427,6 +1415,7 @@ static void head_timed_out(struct request *r, unsigned timeout_ms)
     r->method = "-";
     r->cause = "timeout_head";
     r->final_status = 408;
+    r->answered_raw = true;
     char msg[96];
     snprintf(msg, sizeof(msg), "the request head did not arrive within %u ms", timeout_ms);
     size_t len;

@@ -61,6 +61,7 @@ struct request {
     bool suspended;
     bool reader_waiting;           /* suspended inside the content reader */
     bool queued;
+    bool answered_raw;             /* answered on the socket, not through MHD (408) */
     bool counted_active;
 
     /* A gateway-made answer: a local endpoint or an error. */
@@ -119,6 +120,10 @@ struct request {
 int gw_bytes_append(struct bytes *b, const void *data, size_t len, size_t max);
 size_t gw_bytes_take(struct bytes *b, char *out, size_t max);
 void gw_bytes_free(struct bytes *b);
+
+/* (Re)starts the stream_idle_timeout_ms clock of a stream or tunnel
+ * (link_timer on idle_streams); nothing when that timeout is off. */
+void gw_req_idle_restart(struct request *r);
 
 /* Suspends the client connection until gw_req_resume. */
 void gw_req_suspend(struct request *r);

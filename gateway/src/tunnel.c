@@ -293,10 +293,7 @@ static void on_upgrade(void *cls, struct MHD_Connection *conn, void *con_cls,
     r->cmask = 0;
     if (gw_loop_watch(r->loop, sock, GW_FD_TUNNEL_CLIENT, EPOLLIN, r, false) == 0)
         r->cmask = EPOLLIN;
-    if (r->loop->gw->cfg.limits.stream_idle_timeout_ms > 0) {
-        r->timer_at_ms = mg__now_ms();
-        gw_list_push_back(&r->loop->idle_streams, &r->link_timer);
-    }
+    gw_req_idle_restart(r);
     relay(r, 0, 0);
 }
 
@@ -361,10 +358,7 @@ static void relay(struct request *r, uint32_t module_events, uint32_t client_eve
         gw_tunnel_close(r);
         return;
     }
-    if (gw_linked(&r->link_timer)) {
-        r->timer_at_ms = mg__now_ms();
-        gw_list_push_back(&r->loop->idle_streams, &r->link_timer);
-    }
+    gw_req_idle_restart(r);
     uint32_t cw = (!r->client_eof && r->up.len < limit ? EPOLLIN : 0u) |
                   (r->down.len > 0 ? EPOLLOUT : 0u);
     uint32_t mw = (r->down.len < limit ? EPOLLIN : 0u) | (r->up.len > 0 ? EPOLLOUT : 0u);
