@@ -12,7 +12,6 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "harness.h"
@@ -168,6 +167,34 @@ static int ws_recv(struct ws *w, char *out, size_t *outlen)
     return opcode;
 }
 
+/* Reads until the peer closes (30 s at most), `bite` bytes at a time with
+ * `pause_us` between reads (a slow reader); the bytes go to out (if not
+ * NULL, up to cap), after what w->buf already holds. Returns how many came. */
+static size_t read_until_closed(struct ws *w, unsigned char *out, size_t cap, size_t bite,
+                                useconds_t pause_us)
+{
+    static unsigned char scratch[65536];
+    size_t got = w->len;
+    if (out != NULL)
+        memcpy(out, w->buf, w->len < cap ? w->len : cap);
+    long t0 = ms_now();
+    for (;;) {
+        cr_assert_lt(ms_now() - t0, 30000, "the tunnel did not end (%zu bytes in)", got);
+        if (!readable(w->fd, 1000))
+            continue;
+        unsigned char *to = out != NULL ? out + got : scratch;
+        size_t room = out != NULL ? (cap > got ? cap - got : 0) : sizeof(scratch);
+        size_t want = room < bite ? room : bite;
+        ssize_t n = want > 0 ? read(w->fd, to, want) : 0;
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        if (pause_us > 0)
+            usleep(pause_us);
+    }
+    return got;
+}
+
 static bool closed_by_peer(struct ws *w, int ms)
 {
     char tmp[256];
@@ -264,24 +291,10 @@ Test(websocket, a_slow_client_gets_all_the_module_sent_before_it_closed)
     ws_send(&w, 8, close_frame, 2);
 
     /* Read in small bites until the gateway hangs up. */
-    size_t cap = len + 64, got = w.len;
+    size_t cap = len + 64;
     unsigned char *in = malloc(cap);
     cr_assert_not_null(in);
-    memcpy(in, w.buf, w.len);
-    struct timespec t0, t;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (;;) {
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        cr_assert_lt(t.tv_sec - t0.tv_sec, 30, "the tunnel did not end (%zu bytes in)", got);
-        if (!readable(w.fd, 1000))
-            continue;
-        size_t want = cap - got < 4096 ? cap - got : 4096;
-        ssize_t n = want > 0 ? read(w.fd, in + got, want) : 0;
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-        usleep(500);
-    }
+    size_t got = read_until_closed(&w, in, cap, 4096, 500);
     close(w.fd);
     /* The echo: one 8 MiB binary frame (127-length form), then the close. */
     cr_assert_geq(got, 10, "got %zu bytes", got);
@@ -326,20 +339,7 @@ Test(websocket, a_module_dying_towards_a_stalled_client_costs_no_cpu)
     cr_expect(used < 200, "the gateway used %ld ms of CPU in 1 s", used);
 
     /* Now read: part of the echo, then the end of the tunnel. */
-    size_t got = w.len;
-    char tmp[65536];
-    struct timespec t0, t;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    for (;;) {
-        clock_gettime(CLOCK_MONOTONIC, &t);
-        cr_assert_lt(t.tv_sec - t0.tv_sec, 30, "the tunnel did not end (%zu bytes in)", got);
-        if (!readable(w.fd, 1000))
-            continue;
-        ssize_t n = read(w.fd, tmp, sizeof(tmp));
-        if (n <= 0)
-            break;
-        got += (size_t)n;
-    }
+    size_t got = read_until_closed(&w, NULL, 0, 65536, 0);
     close(w.fd);
     cr_expect_gt(got, 64 * 1024, "what the module sent before dying arrives (%zu bytes)", got);
     gwp_finish(&g);
