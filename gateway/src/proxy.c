@@ -880,11 +880,12 @@ static void client_address(struct request *r)
 
 /* One pass over the request's headers: their size, and what RFC 9112's
  * framing rules need (how many Host, Content-Length, Transfer-Encoding
- * and Connection headers, and whether each name is a token). */
+ * and Connection headers, whether each name is a token and each value
+ * free of CR). */
 struct head_scan {
     size_t bytes;
     unsigned hosts, lengths, codings, connections;
-    bool lengths_differ, bad_name;
+    bool lengths_differ, bad_name, bad_value;
     const char *length, *coding, *connection;
     size_t connection_bytes;
 };
@@ -894,12 +895,17 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
 {
     (void)kind;
     struct head_scan *h = cls;
-    size_t klen = strlen(k);
-    h->bytes += klen + (v ? strlen(v) : 0) + 4;
-    if (!gw_http_token(k))
-        h->bad_name = true;
     if (v == NULL)
         v = "";
+    size_t klen = strlen(k), vlen = strlen(v);
+    h->bytes += klen + vlen + 4;
+    if (!gw_http_token(k))
+        h->bad_name = true;
+    /* libmicrohttpd ends lines at CRLF or LF only: a bare CR stays in the
+     * value, and a module (or a parser behind it) may end the line there
+     * and read what follows as a header of its own. */
+    if (memchr(v, '\r', vlen) != NULL)
+        h->bad_value = true;
     switch (k[0] | 0x20) {
     case 'h':
         if (klen == 4 && strcasecmp(k, "Host") == 0)
@@ -913,7 +919,7 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
         } else if (klen == 10 && strcasecmp(k, "Connection") == 0) {
             if (h->connections++ == 0)
                 h->connection = v;
-            h->connection_bytes += strlen(v) + 1;
+            h->connection_bytes += vlen + 1;
         }
         break;
     case 't':
@@ -996,6 +1002,8 @@ static int check_head(struct request *r, const char *version, const struct head_
         why = "the request target has spaces or control characters";
     else if (h->bad_name)
         why = "a header name is not a token";
+    else if (h->bad_value)
+        why = "a header value has a carriage return";
     else if (h->hosts > 1)
         why = "more than one Host header";
     else if (h->hosts == 0 && r->authority == NULL && strcmp(version, "HTTP/1.0") != 0)
@@ -1279,6 +1287,33 @@ static void access_log(struct request *r, bool completed)
         gw_log(GW_WARN, "loop %u: out of memory for an access-log line", l->index);
 }
 
+/* libmicrohttpd answers some broken requests itself, with a page of its
+ * own, and closes: a request line or chunked body it cannot parse, a head
+ * larger than its memory pool, a Content-Length it cannot represent. Such
+ * a request is still logged and counted, with the status it got, as nginx
+ * logs its own 400s. Returns false if libmicrohttpd queued nothing. */
+static bool answered_by_mhd(struct request *r, struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_HTTP_STATUS);
+    if (ci == NULL || ci->http_status == 0)
+        return false;
+    if (r->method == NULL) { /* it never reached the handler */
+        r->method = "-";
+        new_request_id(r);
+        client_address(r);
+    }
+    r->final_status = (int)ci->http_status;
+    switch (r->final_status) {
+    case MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE: r->cause = "headers_too_large"; break;
+    case MHD_HTTP_URI_TOO_LONG: r->cause = "uri_too_long"; break;
+    case MHD_HTTP_CONTENT_TOO_LARGE: r->cause = "too_large"; break;
+    case MHD_HTTP_HTTP_VERSION_NOT_SUPPORTED: r->cause = "bad_version"; break;
+    default: r->cause = "bad_request"; break;
+    }
+    r->bytes_out = 0; /* its page's length is not told */
+    return true;
+}
+
 void gw_proxy_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                            enum MHD_RequestTerminationCode toe)
 {
@@ -1299,6 +1334,10 @@ void gw_proxy_on_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     if (gw_loop_owner(l, r->fd) == r)
         gw_loop_set_owner(l, r->fd, NULL);
     bool completed = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && r->queued;
+    /* After an answer of its own, libmicrohttpd ends the request "with
+     * error" even when the answer went out whole: logged as answered. */
+    if (!r->queued && !r->answered_raw && answered_by_mhd(r, conn))
+        completed = true;
     if (r->method != NULL)
         access_log(r, completed);
     gw_incarnation_release(r->inc);

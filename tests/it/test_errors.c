@@ -291,6 +291,9 @@ Test(errors, malformed_requests_are_refused_not_forwarded)
         { "GET /echo/a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "400", "bad_request" },
         { "G@T /echo/a HTTP/1.1\r\nHost: x\r\n\r\n", "400", "bad_request" },
         { "GET /echo/a HTTP/1.1\r\nHost: x\r\nBad Name: 1\r\n\r\n", "400", "bad_request" },
+        /* A bare CR: a parser behind the gateway may end the line there. */
+        { "GET /echo/a HTTP/1.1\r\nHost: x\r\nX-A: 1\rTransfer-Encoding: chunked\r\n\r\n", "400",
+          "bad_request" },
         { "GET /echo/a\x1b[31mred HTTP/1.1\r\nHost: x\r\n\r\n", "400", "bad_request" },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
@@ -321,6 +324,53 @@ Test(errors, malformed_requests_are_refused_not_forwarded)
     char *access = gwp_log(&g, "access.log");
     cr_expect_null(strstr(access, "SMUGGLED"), "%s", access);
     free(access);
+    gwp_finish(&g);
+}
+
+/* Some broken requests are refused by libmicrohttpd itself, with a page of
+ * its own: they still get an access-log line with their status and cause,
+ * and are counted, instead of vanishing from both. */
+Test(errors, requests_libmicrohttpd_refuses_itself_are_logged_and_counted)
+{
+    struct gwp g;
+    gwp_start_ok(&g, NULL);
+    char *big = malloc(48 * 1024);
+    cr_assert_not_null(big);
+    int n = snprintf(big, 64, "GET /echo/bighead HTTP/1.1\r\nHost: x\r\nX-Big: ");
+    memset(big + n, 'b', 40 * 1024);
+    strcpy(big + n + 40 * 1024, "\r\n\r\n");
+    const char *cases[][2] = {
+        { "GET /echo/nocolon HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n", "400 " },
+        { "POST /echo/badchunk HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+          "zz\r\nabc\r\n0\r\n\r\n", "400 " },
+        { "POST /echo/hugelength HTTP/1.1\r\nHost: x\r\n"
+          "Content-Length: 99999999999999999999999\r\n\r\n", "413 " },
+        { big, "431 " },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t len;
+        char *out = raw_exchange(g.port, NULL, cases[i][0], strlen(cases[i][0]), 3000, &len);
+        cr_expect_eq(strncmp(out + 9, cases[i][1], 4), 0, "case %zu: %.80s", i, out);
+        free(out);
+    }
+    free(big);
+    cr_expect(gwp_wait_log(&g, "access.log", " - /echo/nocolon - - 400 0 ", 3000));
+    /* This one had reached its module before its body broke. */
+    cr_expect(gwp_wait_log(&g, "access.log", " POST /echo/badchunk echo 1 400 0 ", 3000));
+    cr_expect(gwp_wait_log(&g, "access.log", " - /echo/hugelength - - 413 0 ", 3000));
+    cr_expect(gwp_wait_log(&g, "access.log", " - /echo/bighead - - 431 0 ", 3000));
+    char *access = gwp_log(&g, "access.log");
+    cr_expect_null(strstr(access, " 499 "), "nobody left early: %s", access);
+    cr_expect_not_null(strstr(access, " too_large\n"), "%s", access);
+    cr_expect_not_null(strstr(access, " headers_too_large\n"), "%s", access);
+    free(access);
+    struct http_resp r;
+    cr_assert_eq(http_get(gwp_admin_url(&g, "/-/metrics"), &r), 0);
+    cr_expect_not_null(strstr(r.body, "modgate_requests_total{module=\"\",status=\"400\"} 1\n"),
+                       "%s", r.body);
+    cr_expect_not_null(strstr(r.body, "modgate_requests_total{module=\"echo\",status=\"400\"} 1\n"),
+                       "%s", r.body);
+    http_free(&r);
     gwp_finish(&g);
 }
 
