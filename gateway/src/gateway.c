@@ -27,6 +27,7 @@
 #include "logfile.h"
 #include "loop.h"
 #include "registry.h"
+#include "rundir.h"
 #include "supervisor.h"
 
 #ifndef MODGATE_VERSION
@@ -181,15 +182,9 @@ static int setup_modules(struct gateway *gw, char *err, size_t errlen)
 static int make_run_dir(struct gateway *gw, char *err, size_t errlen)
 {
     const char *tmp = getenv("TMPDIR");
-    char *tmpl = path_join(tmp && tmp[0] ? tmp : "/tmp", "modgate-XXXXXX");
+    char *tmpl = gw_run_dir_create(tmp && tmp[0] ? tmp : "/tmp", err, errlen);
     if (tmpl == NULL)
-        return -ENOMEM;
-    /* mkdtemp makes it 0700: only the gateway's user reaches the sockets. */
-    if (mkdtemp(tmpl) == NULL) {
-        snprintf(err, errlen, "cannot create the socket directory %s: %s", tmpl, strerror(errno));
-        free(tmpl);
-        return -errno;
-    }
+        return -1;
     gw->run_dir = tmpl;
     size_t limit = sizeof(((struct sockaddr_un *)0)->sun_path) - 1;
     for (size_t i = 0; i < gw->nmodules; i++) {

@@ -188,6 +188,66 @@ Test(lifecycle, children_die_with_a_sigkilled_gateway)
     gwp_cleanup(&g);
 }
 
+/* The socket directory in the gateway's output ("socket DIR/hello.1.sock"),
+ * in buf. */
+static const char *socket_dir_from_out(const char *out, char *buf, size_t len)
+{
+    const char *p = strstr(out, "module hello ready");
+    cr_assert_not_null(p, "%s", out);
+    p = strstr(p, "socket ");
+    cr_assert_not_null(p, "%s", out);
+    p += strlen("socket ");
+    const char *slash = strstr(p, "/hello.");
+    cr_assert_not_null(slash, "%s", out);
+    snprintf(buf, len, "%.*s", (int)(slash - p), p);
+    return buf;
+}
+
+/* A SIGKILLed gateway cannot remove its socket directory; the next one to
+ * start removes it, and nothing else: not a directory whose gateway runs,
+ * nor one holding anything but sockets. */
+Test(lifecycle, a_socket_directory_left_by_a_sigkilled_gateway_is_removed_at_the_next_start)
+{
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
+    char tmp[] = "/tmp/mg-rundir-XXXXXX";
+    cr_assert_not_null(mkdtemp(tmp));
+    setenv("TMPDIR", tmp, 1);
+    char keep[300];
+    snprintf(keep, sizeof(keep), "%s/modgate-1-abcdef", tmp); /* pid 1 runs */
+    cr_assert_eq(mkdir(keep, 0700), 0);
+
+    struct gwp a;
+    gwp_start_ok(&a, NULL);
+    char dir_a[300];
+    socket_dir_from_out(a.out, dir_a, sizeof(dir_a));
+    cr_assert_eq(strncmp(dir_a, tmp, strlen(tmp)), 0, "%s", dir_a);
+    pid_t kid = pid_from_out(a.out, "hello");
+    kill(a.pid, SIGKILL);
+    waitpid(a.pid, NULL, 0);
+    a.pid = 0;
+    for (int t = 0; t < 200 && !process_dead(kid); t++) {
+        while (waitpid(-1, NULL, WNOHANG) > 0)
+            ;
+        usleep(10000);
+    }
+    struct stat st;
+    cr_assert_eq(stat(dir_a, &st), 0, "the killed gateway left %s", dir_a);
+
+    struct gwp b;
+    gwp_start_ok(&b, NULL);
+    char dir_b[300];
+    socket_dir_from_out(b.out, dir_b, sizeof(dir_b));
+    cr_expect_neq(stat(dir_a, &st), 0, "%s is still there", dir_a);
+    cr_expect_eq(stat(dir_b, &st), 0);
+    cr_expect_eq(stat(keep, &st), 0, "a directory whose pid runs was removed");
+    cr_expect(gwp_wait_log(&b, "gateway.log", "left by gateway", 3000));
+    gwp_finish(&b);
+    cr_expect_neq(stat(dir_b, &st), 0, "a gateway that stops removes its own directory");
+    rmdir(keep);
+    cr_expect_eq(rmdir(tmp), 0, "%s is not empty", tmp);
+    gwp_cleanup(&a);
+}
+
 struct call {
     const char *url;
     struct http_resp r;
