@@ -28,7 +28,10 @@ void mg__res_clear(struct mg_res *res)
 
 int mg__res_add_header(struct mg_res *res, const char *name, const char *value)
 {
-    if (name == NULL || value == NULL || name[0] == '\0' || strpbrk(name, ":\r\n") != NULL ||
+    /* RFC 9110 §5.1: a field name is a token. libmicrohttpd would take some
+     * other names (with '(' or '@'), refuse others (with a space or a tab)
+     * and so fail the whole answer: one rule, checked when it is added. */
+    if (name == NULL || value == NULL || !mg__http_token(name, strlen(name)) ||
         strpbrk(value, "\r\n") != NULL)
         return -1;
     if (res->nheaders == res->capheaders) {
@@ -62,6 +65,21 @@ int mg__res_set_error(struct mg_res *res, int status, const char *fmt, va_list a
     return -1;
 }
 
+/* Removes every header `name` (any case), keeping the others in order. */
+static void remove_headers(struct mg_res *res, const char *name)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < res->nheaders; i++) {
+        if (strcasecmp(res->headers[i].name, name) == 0) {
+            free((char *)res->headers[i].name);
+            free((char *)res->headers[i].value);
+        } else {
+            res->headers[kept++] = res->headers[i];
+        }
+    }
+    res->nheaders = kept;
+}
+
 void mg_res_status(mg_res *res, int status)
 {
     res->status = status;
@@ -81,8 +99,12 @@ int mg_res_body(mg_res *res, const void *data, size_t len)
 int mg_res_printf(mg_res *res, int status, const char *content_type, const char *fmt, ...)
 {
     res->status = status;
-    if (content_type != NULL && mg__res_add_header(res, "Content-Type", content_type) != 0)
-        return -1;
+    /* Sets it: a Content-Type added before, by this call or another, goes. */
+    if (content_type != NULL) {
+        remove_headers(res, "Content-Type");
+        if (mg__res_add_header(res, "Content-Type", content_type) != 0)
+            return -1;
+    }
     va_list ap;
     va_start(ap, fmt);
     char *s = NULL;
@@ -137,26 +159,47 @@ struct MHD_Response *mg__error_response(const char *msg, const mg_req *req)
 int mg__add_headers(struct MHD_Response *r, const struct mg_res *res)
 {
     for (size_t i = 0; i < res->nheaders; i++) {
-        const char *name = res->headers[i].name;
+        const char *name = res->headers[i].name, *value = res->headers[i].value;
         /* MHD frames the body itself and refuses these two. */
         if (strcasecmp(name, "Content-Length") == 0 || strcasecmp(name, "Transfer-Encoding") == 0)
             continue;
-        if (MHD_add_response_header(r, name, res->headers[i].value) != MHD_YES)
-            return -1;
+        /* MHD refuses an empty value; a space is the same empty value on
+         * the wire (RFC 9112 §5: whitespace around a value is not part of
+         * it). */
+        if (value[0] == '\0')
+            value = " ";
+        if (MHD_add_response_header(r, name, value) == MHD_YES)
+            continue;
+        /* Connection is MHD's own: it drops keep-alive tokens (its call)
+         * and refuses a value with no other token. Nothing is lost. */
+        if (strcasecmp(name, "Connection") == 0)
+            continue;
+        return -1;
     }
     return 0;
 }
 
+bool mg__bad_status(int status, char *msg, size_t len)
+{
+    if (status >= 200 && status <= 599)
+        return false;
+    snprintf(msg, len, "handler set status %d, which is not a final HTTP status", status);
+    return true;
+}
+
 struct MHD_Response *mg__res_to_mhd(struct mg_res *res, int rc, const mg_req *req)
 {
-    if (res->err_status != 0 || rc != 0) {
+    char bad[96];
+    bool bad_status =
+        res->err_status == 0 && rc == 0 && mg__bad_status(res->status, bad, sizeof(bad));
+    if (res->err_status != 0 || rc != 0 || bad_status) {
         int status = res->err_status;
         if (status == 0)
             status = (rc >= 400 && rc <= 599) ? rc : 500;
         res->status = status;
         const char *msg = res->err_msg ? res->err_msg : mg__reason(status);
         if (res->err_msg == NULL && status == 500)
-            msg = "handler failed";
+            msg = bad_status ? bad : "handler failed";
         return mg__error_response(msg, req);
     }
     size_t len;

@@ -61,6 +61,13 @@ void mg__res_init(struct mg_res *res);
 void mg__res_clear(struct mg_res *res);
 int mg__res_add_header(struct mg_res *res, const char *name, const char *value);
 int mg__res_set_error(struct mg_res *res, int status, const char *fmt, va_list ap);
+/* A status a module sets must be a final HTTP status, 200 to 599:
+ * libmicrohttpd refuses one outside 100..999 (the connection breaks), sends
+ * a 1xx as an interim answer (the client waits on for the final one), and
+ * the gateway refuses 600..999 (RFC 9110 §15 leaves them undefined). For
+ * any other status, fills msg with the error the client gets (a 500) and
+ * returns true. */
+bool mg__bad_status(int status, char *msg, size_t len);
 /* The MHD response for a handler's outcome: `rc` is its return value.
  * Consumes res's body. NULL on ENOMEM. */
 struct MHD_Response *mg__res_to_mhd(struct mg_res *res, int rc, const mg_req *req);

@@ -303,10 +303,20 @@ enum MHD_Result mg__stream_start(struct mg_req *req, mg_stream_fn fn)
 
     struct MHD_Response *r;
     int status;
+    char bad[96];
     if (!started) {
         /* Returned before its first chunk: answer as a unary handler. */
         r = mg__res_to_mhd(&s->head, s->rc, req);
         status = s->head.status;
+    } else if (mg__bad_status(s->head.status, bad, sizeof(bad))) {
+        /* Nothing has gone out yet: answer with the error instead, and
+         * fail the handler's writes, which nobody will read. */
+        pthread_mutex_lock(&s->mu);
+        s->gone = true;
+        pthread_cond_broadcast(&s->cv);
+        pthread_mutex_unlock(&s->mu);
+        status = 500;
+        r = mg__error_response(bad, req);
     } else {
         /* The handler no longer touches head once it has started. */
         status = s->head.status;

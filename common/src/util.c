@@ -232,6 +232,19 @@ const char *mg__reason(int status)
     }
 }
 
+bool mg__http_token(const char *s, size_t n)
+{
+    /* tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." /
+     *         "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA */
+    static const char delimiters[] = "\"(),/:;<=>?@[\\]{}";
+    if (n == 0)
+        return false;
+    for (const unsigned char *p = (const unsigned char *)s; p < (const unsigned char *)s + n; p++)
+        if (*p <= ' ' || *p >= 127 || strchr(delimiters, *p) != NULL)
+            return false;
+    return true;
+}
+
 int mg__head_without_length(struct MHD_Response *r, const char *method)
 {
     if (strcmp(method, "HEAD") != 0)

@@ -43,19 +43,6 @@ bool gw_request_id_valid(const char *id)
     return n >= 1 && n <= 128;
 }
 
-bool gw_http_token(const char *s)
-{
-    /* tchar = "!" / "#" / "$" / "%" / "&" / "'" / "*" / "+" / "-" / "." /
-     *         "^" / "_" / "`" / "|" / "~" / DIGIT / ALPHA */
-    static const char delimiters[] = "\"(),/:;<=>?@[\\]{}";
-    if (*s == '\0')
-        return false;
-    for (const unsigned char *p = (const unsigned char *)s; *p != '\0'; p++)
-        if (*p <= ' ' || *p >= 127 || strchr(delimiters, *p) != NULL)
-            return false;
-    return true;
-}
-
 bool gw_http_target_ok(const char *s)
 {
     if (*s == '\0')

@@ -21,10 +21,6 @@ bool gw_header_in_connection(const char *connection, const char *name, size_t le
  * logs). */
 bool gw_request_id_valid(const char *id);
 
-/* True for a non-empty RFC 9110 §5.6.2 token (a method or a header
- * name): visible ASCII other than delimiters. */
-bool gw_http_token(const char *s);
-
 /* True for a request target without bytes a request line cannot carry
  * (controls, space, DEL; RFC 9112 §3.2): anything else is a 400. */
 bool gw_http_target_ok(const char *s);

@@ -287,8 +287,11 @@ size_t gw_req_on_header(char *buf, size_t size, size_t n, void *userp)
     if (len <= 2 && (buf[0] == '\r' || buf[0] == '\n')) {
         if (r->status >= 100 && r->status < 200)
             return len; /* 100 Continue and friends: the real answer follows */
-        if (r->status < 200 || r->status > 599)
-            return 0; /* not an HTTP answer: fail the transfer (502) */
+        if (r->status < 200 || r->status > 599) {
+            gw_req_set_error(r, 502, "bad_response", "module %s answered with status %d, which "
+                             "is not an HTTP status", r->mod->name, r->status);
+            return 0; /* fail the transfer */
+        }
         r->headers_done = true;
         gw_list_remove(&r->link_timer);
         bool nobody = strcmp(r->method, "HEAD") == 0 || r->status == 204 || r->status == 304;
@@ -305,6 +308,12 @@ size_t gw_req_on_header(char *buf, size_t size, size_t n, void *userp)
     if (colon == NULL)
         return len;
     size_t nlen = (size_t)(colon - buf);
+    if (!mg__http_token(buf, nlen)) {
+        /* libmicrohttpd would refuse it, and with it the whole answer. */
+        gw_req_set_error(r, 502, "bad_response", "module %s answered with a header name that is "
+                         "not a token", r->mod->name);
+        return 0;
+    }
     const char *v = colon + 1, *end = buf + len;
     while (v < end && (*v == ' ' || *v == '\t'))
         v++;
@@ -737,7 +746,10 @@ bool gw_req_add_module_headers(struct request *r, struct MHD_Response *resp)
              named_in_module_connection(r->resp_hdrs.data, end, name, nlen)) ||
             strcasecmp(name, "X-Request-Id") == 0 || strcasecmp(name, "X-Modgate-Error") == 0)
             continue;
-        if (MHD_add_response_header(resp, name, value) != MHD_YES)
+        /* libmicrohttpd refuses an empty value; a space is the same empty
+         * value on the wire (RFC 9112 §5: the whitespace around a value
+         * is not part of it). */
+        if (MHD_add_response_header(resp, name, value[0] != '\0' ? value : " ") != MHD_YES)
             return false;
     }
     return MHD_add_response_header(resp, "X-Request-Id", r->id) == MHD_YES;
@@ -899,7 +911,7 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
         v = "";
     size_t klen = strlen(k), vlen = strlen(v);
     h->bytes += klen + vlen + 4;
-    if (!gw_http_token(k))
+    if (!mg__http_token(k, klen))
         h->bad_name = true;
     /* libmicrohttpd ends lines at CRLF or LF only: a bare CR stays in the
      * value, and a module (or a parser behind it) may end the line there
@@ -994,7 +1006,7 @@ static int check_head(struct request *r, const char *version, const struct head_
 {
     const char *why = NULL, *cause = "bad_request";
     int status = 400;
-    if (!gw_http_token(r->method))
+    if (!mg__http_token(r->method, strlen(r->method)))
         why = "the method is not a token";
     else if (!take_absolute_form(r))
         why = "the request target has no authority, or memory ran out";

@@ -271,7 +271,8 @@ static int rm_entry(const char *path, const struct stat *st, int flag, struct FT
 static void check_no_sanitizer_reports(const struct gwp *g)
 {
     static const char *const files[] = { "stderr.txt", "logs/gateway.log", "logs/hello.log",
-                                         "logs/echo.log", "logs/chaos.log", "logs/flaky.log" };
+                                         "logs/echo.log", "logs/chaos.log", "logs/flaky.log",
+                                         "logs/sdk.log" };
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         char path[400];
         snprintf(path, sizeof(path), "%s/%s", g->dir, files[i]);

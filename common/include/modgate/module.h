@@ -74,13 +74,16 @@ const char *mg_req_id(const mg_req *req);
 
 /* ---- unary responses ---------------------------------------------------- */
 
-/* Status defaults to 200 with an empty body. */
+/* Status defaults to 200 with an empty body. A status that is not a final
+ * HTTP status (200 to 599) makes the answer a 500 error. */
 void mg_res_status(mg_res *res, int status);
-/* Adds a header; repeats are kept in order (several Set-Cookie). Copies. */
+/* Adds a header; repeats are kept in order (several Set-Cookie). Copies.
+ * Fails for a name that is not an HTTP token or a value with CR or LF. */
 int mg_res_header(mg_res *res, const char *name, const char *value);
 /* Replaces the body with a copy of `len` bytes. */
 int mg_res_body(mg_res *res, const void *data, size_t len);
-/* Sets status, Content-Type and a formatted body in one call. */
+/* Sets status, Content-Type (replacing any set before) and a formatted
+ * body in one call. */
 int mg_res_printf(mg_res *res, int status, const char *content_type,
                   const char *fmt, ...) MG_PRINTF(4, 5);
 /* Marks the response as failed: the client gets `status` and the JSON body
@@ -91,7 +94,7 @@ int mg_res_error(mg_res *res, int status, const char *fmt, ...) MG_PRINTF(3, 4);
 /* ---- streaming responses ------------------------------------------------ */
 
 /* Status and headers may be set until the first write (default 200,
- * Content-Type text/plain; charset=utf-8). */
+ * Content-Type text/plain; charset=utf-8), as for a unary response. */
 void mg_stream_status(mg_stream *s, int status);
 int mg_stream_header(mg_stream *s, const char *name, const char *value);
 /* Sends one chunk. Blocks while the client is not reading (backpressure).
