@@ -13,6 +13,12 @@
  *
  * The gateway's probe, GET /-/probe, is dispatched exactly like a request:
  * it runs the module's MG_HEALTH handler (if any) on a connection thread.
+ *
+ * Timeouts: the gateway times requests and streams (request_timeout_ms,
+ * stream_idle_timeout_ms, 0 = never). libmicrohttpd's connection timeout
+ * here only closes keep-alive connections left idle (after a burst, each
+ * holds a thread): it is off while a request is being served, or it would
+ * cut a stream quieter than it, or a handler slower than it.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -32,6 +38,10 @@
 
 static const char *module_name = "modgate";
 static atomic_long active_requests;
+/* Seconds an idle keep-alive connection is kept: longer than the gateway
+ * keeps one unused before it stops reusing it (60 s), so that the gateway
+ * never sends a request on a connection being closed here. */
+static unsigned keepalive_s = 120;
 
 const char *mg__current_module_name(void)
 {
@@ -71,12 +81,13 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
 {
-    (void)cls, (void)conn, (void)toe;
+    (void)cls, (void)toe;
     struct mg_req *req = *con_cls;
     *con_cls = NULL;
     if (req == NULL)
         return;
     atomic_fetch_sub(&active_requests, 1);
+    MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, keepalive_s);
     if (req->stream != NULL)
         mg__stream_connection_closed(req->stream);
     else if (req->upload != NULL)
@@ -184,7 +195,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
 {
-    (void)url, (void)version, (void)conn;
+    (void)url, (void)version;
     struct server *srv = cls;
     struct mg_req *req = *con_cls;
     if (req == NULL)
@@ -192,6 +203,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (req->method == NULL) {
         if ((req->method = strdup(method)) == NULL)
             return MHD_NO;
+        MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
         return route(srv, req);
     }
     if (*upload_data_size > 0) {
@@ -241,6 +253,17 @@ int mg__serve(const mg_module *module, const struct mg_serve_opts *opts)
     char err[512];
     struct server srv = { .module = module, .max_body = opts->max_body };
     module_name = module->name;
+    const char *ka = getenv("MODGATE_KEEPALIVE_S");
+    if (ka != NULL) {
+        char *end;
+        errno = 0;
+        unsigned long v = strtoul(ka, &end, 10);
+        if (ka[0] >= '0' && ka[0] <= '9' && *end == '\0' && errno == 0 && v >= 1 && v <= 86400)
+            keepalive_s = (unsigned)v;
+        else
+            mg_log(MG_LOG_WARN, "MODGATE_KEEPALIVE_S=%s is not a number of seconds from 1 to "
+                   "86400; using %u", ka, keepalive_s);
+    }
 
     if (opts->parent_pid > 0) {
         /* Die with the gateway, even if it is SIGKILLed; the check after
@@ -305,7 +328,7 @@ int mg__serve(const mg_module *module, const struct mg_serve_opts *opts)
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, &srv,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, &srv,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)300,
+        MHD_OPTION_CONNECTION_TIMEOUT, keepalive_s,
         MHD_OPTION_THREAD_STACK_SIZE, (size_t)(1024 * 1024),
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)100000,
         MHD_OPTION_END);

@@ -435,6 +435,9 @@ static CURL *easy_get(struct gw_loop *l)
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 64L * 1024);
     curl_easy_setopt(e, CURLOPT_UPLOAD_BUFFERSIZE, 64L * 1024);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+    /* A module connection unused this long is not reused (closed at the
+     * next transfer): the module closes its own after 120 s (runtime.c). */
+    curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, 60L);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, gw_req_on_header);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);

@@ -460,6 +460,13 @@ int http_get(const char *url, struct http_resp *r)
     return http_do(&q, r);
 }
 
+void *http_get_thread(void *arg)
+{
+    struct http_call *c = arg;
+    http_get(c->url, &c->r);
+    return NULL;
+}
+
 const char *http_header(const struct http_resp *r, const char *name)
 {
     size_t n = strlen(name);

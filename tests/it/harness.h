@@ -71,6 +71,13 @@ struct http_req {
 int http_do(const struct http_req *req, struct http_resp *resp);
 /* GET shortcut. */
 int http_get(const char *url, struct http_resp *resp);
+/* A GET run on a thread of its own: pthread_create(&t, NULL,
+ * http_get_thread, &call), then pthread_join and call.r. */
+struct http_call {
+    const char *url;
+    struct http_resp r;
+};
+void *http_get_thread(void *call);
 /* The first value of header `name` (case-insensitive), or NULL. */
 const char *http_header(const struct http_resp *r, const char *name);
 size_t http_header_count(const struct http_resp *r, const char *name);

@@ -248,25 +248,13 @@ Test(lifecycle, a_socket_directory_left_by_a_sigkilled_gateway_is_removed_at_the
     gwp_cleanup(&a);
 }
 
-struct call {
-    const char *url;
-    struct http_resp r;
-};
-
-static void *call_thread(void *arg)
-{
-    struct call *c = arg;
-    http_get(c->url, &c->r);
-    return NULL;
-}
-
 Test(lifecycle, sigterm_lets_in_flight_requests_finish)
 {
     struct gwp g;
     gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
-    struct call c = { .url = gwp_url(&g, "/chaos/slow?ms=700") };
+    struct http_call c = { .url = gwp_url(&g, "/chaos/slow?ms=700") };
     pthread_t t;
-    pthread_create(&t, NULL, call_thread, &c);
+    pthread_create(&t, NULL, http_get_thread, &c);
     usleep(200 * 1000);
     int status = gwp_stop(&g);
     pthread_join(t, NULL);
@@ -611,9 +599,9 @@ Test(lifecycle, readyz_is_503_while_draining)
 {
     struct gwp g;
     gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
-    struct call c = { .url = gwp_url(&g, "/chaos/slow?ms=2500") };
+    struct http_call c = { .url = gwp_url(&g, "/chaos/slow?ms=2500") };
     pthread_t t;
-    pthread_create(&t, NULL, call_thread, &c);
+    pthread_create(&t, NULL, http_get_thread, &c);
     usleep(300 * 1000);
     kill(g.pid, SIGTERM);
     usleep(300 * 1000);

@@ -1,6 +1,7 @@
 /* Streaming both ways through the gateway (SPEC §2, §4; issue 3). */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <jansson.h>
 #include <nettle/sha2.h>
 #include <netinet/in.h>
@@ -506,6 +507,50 @@ Test(stream, a_slow_reader_is_not_an_idle_stream)
     char *access = gwp_log(&g, "access.log");
     cr_expect_null(strstr(access, "timeout_idle"), "%s", access);
     free(access);
+    gwp_finish(&g);
+}
+
+/* The module closes keep-alive connections the gateway leaves idle
+ * (MODGATE_KEEPALIVE_S, 1 s here), and only those: a stream quieter than
+ * that, or a handler slower, is served whole (it was cut with "module
+ * broke the connection"), and once the burst is over the connections and
+ * the threads they held are gone. */
+Test(stream, the_module_closes_idle_connections_only)
+{
+    struct gwp g;
+    gwp_start_ok(&g, "{\"limits\": {\"stream_idle_timeout_ms\": 0},"
+                     " \"modules\": {\"chaos\": {\"enabled\": true,"
+                     "                         \"env\": {\"MODGATE_KEEPALIVE_S\": \"1\"}},"
+                     "             \"stream\": {\"env\": {\"MODGATE_KEEPALIVE_S\": \"1\"}}}}");
+    struct http_resp r;
+    cr_assert_eq(http_get(gwp_url(&g, "/stream/count?n=3&interval_ms=1600"), &r), 0);
+    cr_expect_eq(r.status, 200);
+    cr_expect_str_eq(r.body, "line 0\nline 1\nline 2\n");
+    http_free(&r);
+    cr_assert_eq(http_get(gwp_url(&g, "/chaos/slow?ms=1600"), &r), 0);
+    cr_expect_eq(r.status, 200);
+    cr_expect_str_eq(r.body, "slept 1600\n");
+    http_free(&r);
+
+    pid_t chaos = gwp_module_pid(&g, "chaos");
+    cr_assert_gt(chaos, 0);
+    int idle_fds = count_fds(chaos);
+    struct http_call calls[8];
+    pthread_t t[8];
+    for (int i = 0; i < 8; i++) {
+        calls[i].url = gwp_url(&g, "/chaos/slow?ms=300");
+        pthread_create(&t[i], NULL, http_get_thread, &calls[i]);
+    }
+    for (int i = 0; i < 8; i++) {
+        pthread_join(t[i], NULL);
+        cr_expect_eq(calls[i].r.status, 200);
+        http_free(&calls[i].r);
+    }
+    cr_expect_gt(count_fds(chaos), idle_fds, "the burst opened connections");
+    int fds = -1;
+    for (int i = 0; i < 100 && (fds = count_fds(chaos)) > idle_fds; i++)
+        usleep(50 * 1000);
+    cr_expect_leq(fds, idle_fds, "idle connections still open after 5 s");
     gwp_finish(&g);
 }
 
