@@ -38,6 +38,69 @@ static void ws_accept(const char *key, char out[WS_ACCEPT_LEN + 1])
     out[WS_ACCEPT_LEN] = '\0';
 }
 
+/* RFC 6455 §4.1: the key is the base64 of 16 bytes (24 characters); any
+ * other value is refused, not answered with an accept a client would take. */
+static bool ws_key_valid(const char *key)
+{
+    struct base64_decode_ctx ctx;
+    uint8_t raw[BASE64_DECODE_LENGTH(24)];
+    size_t n = sizeof(raw);
+    if (strlen(key) != 24)
+        return false;
+    base64_decode_init(&ctx);
+    return base64_decode_update(&ctx, &n, raw, 24, key) && base64_decode_final(&ctx) && n == 16;
+}
+
+/* True if s[0..n) is UTF-8 as RFC 3629 has it (RFC 6455 §8.1: text frames
+ * and close reasons must be): no overlong form, no surrogate, nothing over
+ * U+10FFFF, no sequence cut short. */
+static bool utf8_valid(const unsigned char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        unsigned char c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t more;
+        unsigned char lo = 0x80, hi = 0xBF; /* the range of the second byte */
+        if (c >= 0xC2 && c <= 0xDF) {
+            more = 1;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            more = 2;
+            if (c == 0xE0)
+                lo = 0xA0; /* overlong */
+            else if (c == 0xED)
+                hi = 0x9F; /* surrogates */
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            more = 3;
+            if (c == 0xF0)
+                lo = 0x90; /* overlong */
+            else if (c == 0xF4)
+                hi = 0x8F; /* over U+10FFFF */
+        } else {
+            return false;
+        }
+        if (n - i - 1 < more || s[i + 1] < lo || s[i + 1] > hi)
+            return false;
+        for (size_t j = 2; j <= more; j++)
+            if ((s[i + j] & 0xC0) != 0x80)
+                return false;
+        i += more + 1;
+    }
+    return true;
+}
+
+/* RFC 6455 §7.4: the codes a peer may send. 1005, 1006 and 1015 only
+ * report a close that had no code; 1012-1014 are registered since (IANA);
+ * 3000-4999 belong to libraries and applications. */
+static bool close_code_valid(int code)
+{
+    return (code >= 1000 && code <= 1003) || (code >= 1007 && code <= 1014) ||
+           (code >= 3000 && code <= 4999);
+}
+
 /* ---- the session ---------------------------------------------------------- */
 
 struct mg_ws {
@@ -215,6 +278,12 @@ long mg_ws_recv(mg_ws *ws, const void **data, int *type)
             payload[i] ^= mask[i & 3];
 
         if (opcode == 8) { /* close: answer it, then the session is over */
+            /* Answering a code that may not be sent would send it ourselves
+             * (RFC 6455 §5.5.1: an empty close, or a code and a reason). */
+            if (len == 1 || (len >= 2 && !close_code_valid(payload[0] << 8 | payload[1])))
+                return fail_session(ws, 1002);
+            if (len > 2 && !utf8_valid(payload + 2, (size_t)len - 2))
+                return fail_session(ws, 1007);
             if (!ws->closed)
                 send_frame(ws, 8, payload, len >= 2 ? 2 : 0);
             ws->closed = true;
@@ -253,6 +322,10 @@ long mg_ws_recv(mg_ws *ws, const void **data, int *type)
         ws->msg[ws->msg_len] = '\0';
         consume(ws, hl + 4 + (size_t)len);
         if (fin) {
+            /* A handler is promised text, and a client echoed to would fail
+             * on it otherwise. */
+            if (msg_type == 1 && !utf8_valid((unsigned char *)ws->msg, ws->msg_len))
+                return fail_session(ws, 1007);
             *data = ws->msg ? ws->msg : "";
             *type = msg_type == 1 ? MG_WS_TEXT : MG_WS_BINARY;
             return (long)ws->msg_len;
@@ -342,7 +415,7 @@ enum MHD_Result mg__ws_start(struct mg_req *req)
     const char *version = mg_req_header(req, "Sec-WebSocket-Version");
     struct MHD_Response *r;
     if (upgrade == NULL || !has_token(upgrade, "websocket") || connection == NULL ||
-        !has_token(connection, "upgrade") || key == NULL || strlen(key) > 64) {
+        !has_token(connection, "upgrade") || key == NULL || !ws_key_valid(key)) {
         return mg__answer_error(req, 400, "a WebSocket handshake is expected here", NULL, NULL);
     }
     if (version == NULL || strcmp(version, "13") != 0)
