@@ -12,6 +12,12 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+/* The gateway opens a connection to a module per concurrent request, so a
+ * burst of thousands arrives at once; a Unix socket refuses a connection
+ * (EAGAIN, no retry as with TCP) once its backlog is full. As long as the
+ * system allows: the kernel lowers it to net.core.somaxconn. */
+#define BACKLOG 65535
+
 static int split_host_port(const char *spec, char *host, size_t hostlen, const char **port)
 {
     const char *colon = strrchr(spec, ':');
@@ -71,7 +77,7 @@ static int listen_unix(const char *path, char *err, size_t errlen)
     struct stat st;
     if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
         unlink(path); /* a stale socket of an earlier run */
-    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 1024) != 0) {
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, BACKLOG) != 0) {
         snprintf(err, errlen, "listen on unix:%s: %s", path, strerror(errno));
         close(fd);
         return -1;
@@ -100,7 +106,7 @@ int mg__listen(const char *spec, char *err, size_t errlen)
     /* SO_REUSEADDR only: SO_REUSEPORT would let a stale server share the
      * port and silently take half the connections. */
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 4096) != 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, BACKLOG) != 0 ||
         make_nonblocking(fd) != 0) {
         snprintf(err, errlen, "listen on %s: %s", spec, strerror(errno));
         if (fd >= 0)

@@ -38,6 +38,11 @@
 
 static const char *module_name = "modgate";
 static atomic_long active_requests;
+/* Stream and upload handlers still running. One outlives its request when
+ * the client leaves: it learns so at its next write or read, and may then
+ * still have work to do (close a file, end a transaction) that a stop must
+ * not cut short, nor free the router under. */
+static atomic_long active_handlers;
 /* Seconds an idle keep-alive connection is kept: longer than the gateway
  * keeps one unused before it stops reusing it (60 s), so that the gateway
  * never sends a request on a connection being closed here. */
@@ -62,9 +67,17 @@ int mg__start_handler_thread(void *(*fn)(void *), void *arg)
     pthread_attr_init(&attr);
     pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
     pthread_attr_setstacksize(&attr, 1024 * 1024); /* like MHD's connection threads */
+    atomic_fetch_add(&active_handlers, 1);
     int err = pthread_create(&tid, &attr, fn, arg);
     pthread_attr_destroy(&attr);
+    if (err != 0)
+        atomic_fetch_sub(&active_handlers, 1);
     return err;
+}
+
+void mg__handler_thread_done(void)
+{
+    atomic_fetch_sub(&active_handlers, 1);
 }
 
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
@@ -363,12 +376,12 @@ int mg__serve(const mg_module *module, const struct mg_serve_opts *opts)
             break;
     }
 
-    /* Stop accepting, then let in-flight requests finish; the gateway
-     * SIGKILLs us if that takes longer than its stop timeout. */
+    /* Stop accepting, then let in-flight requests and handlers finish;
+     * the gateway SIGKILLs us if that takes longer than its stop timeout. */
     int qfd = MHD_quiesce_daemon(d);
     if (qfd >= 0)
         close(qfd);
-    while (atomic_load(&active_requests) > 0)
+    while (atomic_load(&active_requests) > 0 || atomic_load(&active_handlers) > 0)
         usleep(10 * 1000);
     MHD_stop_daemon(d);
     mg_router_free(srv.router);

@@ -88,8 +88,10 @@ void mg__req_free(struct mg_req *req);
 int mg__req_prepare(struct mg_req *req, const struct mg_route_match *m);
 
 /* Starts a detached thread for a handler that outlives the MHD callback
- * (streams, uploads); 0 or an errno value. */
+ * (streams, uploads); 0 or an errno value. On success the thread must call
+ * mg__handler_thread_done() as its last act: a graceful stop waits for it. */
 int mg__start_handler_thread(void *(*fn)(void *), void *arg);
+void mg__handler_thread_done(void);
 
 /* Streams: run `fn` on a thread of its own; blocks until the handler has
  * written its first chunk or returned, then queues the answer. */

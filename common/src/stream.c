@@ -7,6 +7,9 @@
  * response's content reader, blocking while the queue is empty. The
  * writer blocks while the queue holds HIGH_WATER bytes or more, so a
  * client that stops reading stops the handler instead of growing memory.
+ * The bytes counted are the chunks' allocations, not only their data: a
+ * handler writing a byte at a time would otherwise queue 64 Ki chunks,
+ * some 2 MiB, per stream.
  *
  * Lifetime: the stream (which then owns the request) is shared by the
  * handler thread, the MHD connection and, once queued, the MHD response;
@@ -43,7 +46,7 @@ struct mg_stream {
     struct mg_res head;   /* status, headers, and an error set before start */
     int rc;               /* the handler's return value */
     struct chunk *first, *last;
-    size_t queued;
+    size_t queued;        /* bytes the queued chunks hold, headers included */
     bool started, done, gone;
     char *tail;           /* error text sent as the last chunk */
     size_t tail_len, tail_off;
@@ -126,7 +129,7 @@ int mg_stream_write(mg_stream *s, const void *data, size_t len)
         else
             s->first = c;
         s->last = c;
-        s->queued += len;
+        s->queued += sizeof(*c) + len;
         c = NULL;
     }
     s->started = true;
@@ -213,6 +216,7 @@ static void *handler_thread(void *arg)
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     stream_unref(s);
+    mg__handler_thread_done();
     return NULL;
 }
 
@@ -234,6 +238,7 @@ static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
             s->first = c->next;
             if (s->first == NULL)
                 s->last = NULL;
+            s->queued -= sizeof(*c);
             free(c);
         }
         pthread_cond_broadcast(&s->cv);

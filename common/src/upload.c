@@ -56,6 +56,7 @@ static void *upload_thread(void *arg)
     pthread_cond_broadcast(&u->cv);
     pthread_mutex_unlock(&u->mu);
     upload_unref(u);
+    mg__handler_thread_done();
     return NULL;
 }
 

@@ -22,6 +22,11 @@
  *   GET  /sdk/stream/header?name=N&value=V     mg_stream_header with any name and value
  *   GET  /sdk/stream/fail?when=early|late&how=error|return
  *   GET  /sdk/stream/forever    writes until the client goes away, and logs it
+ *   GET  /sdk/stream/tiny       writes 1-byte chunks until the client goes away
+ *   GET  /sdk/stream/linger?ms=N   one chunk, then waits for the client to go
+ *                               away and cleans up for N ms after it
+ *   POST /sdk/upload/linger?ms=N   MG_UPLOAD: reads until the upload breaks off,
+ *                               then cleans up for N ms
  *   GET  /sdk/log?msg=M         mg_log lines
  *   GET  /sdk/id                mg_req_id
  */
@@ -33,6 +38,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 /* "[value]" into buf, or "(null)". */
 static const char *show(const char *v, char *buf, size_t len)
@@ -333,6 +339,61 @@ static int stream_forever(mg_req *req, mg_stream *s)
     return i < 1024 * 1024 ? -1 : 0;
 }
 
+/* One byte per write, as a handler sending small events does, until a
+ * write fails (at most 1 GiB): what it queues for a client that does not
+ * read is bounded in memory, not only in bytes of data. */
+static int stream_tiny(mg_req *req, mg_stream *s)
+{
+    long i;
+    for (i = 0; i < 1024L * 1024 * 1024; i++)
+        if (mg_stream_write(s, "t", 1) != 0)
+            break;
+    mg_log(MG_LOG_INFO, "tiny %s: write failed after %ld writes", mg_req_id(req), i);
+    return -1;
+}
+
+/* Work a handler does after its client left (closing a file, a database
+ * transaction): `ms` of it, then a line saying it is done. */
+static void linger_cleanup(mg_req *req, const char *what)
+{
+    long ms = number(req, "ms", 1000);
+    mg_log(MG_LOG_INFO, "%s %s: cleaning up for %ld ms", what, mg_req_id(req), ms);
+    struct timespec ts = { ms / 1000, ms % 1000 * 1000000L };
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+    mg_log(MG_LOG_INFO, "%s %s: cleaned up", what, mg_req_id(req));
+}
+
+/* One chunk, then waits (up to 60 s) for the client to go away, and
+ * cleans up after it. */
+static int stream_linger(mg_req *req, mg_stream *s)
+{
+    if (mg_stream_write(s, "here\n", 5) != 0)
+        return -1;
+    for (int i = 0; i < 600 && mg_stream_sleep(s, 100) == 0; i++)
+        ;
+    mg_log(MG_LOG_INFO, "linger %s: client gone=%d", mg_req_id(req), mg_stream_client_gone(s));
+    linger_cleanup(req, "linger");
+    return -1;
+}
+
+/* Reads the upload until it ends or breaks off, then cleans up. */
+static int upload_linger(mg_req *req, mg_res *res)
+{
+    char buf[4096];
+    size_t total = 0;
+    long got;
+    while ((got = mg_req_read(req, buf, sizeof(buf))) > 0) {
+        if (total == 0)
+            mg_log(MG_LOG_INFO, "upload linger %s: first bytes in", mg_req_id(req));
+        total += (size_t)got;
+    }
+    mg_log(MG_LOG_INFO, "upload linger %s: read returned %ld after %zu bytes", mg_req_id(req),
+           got, total);
+    linger_cleanup(req, "upload linger");
+    return mg_res_printf(res, 200, "text/plain", "len=%zu\n", total);
+}
+
 /* mg_log: one timestamped line per call, at each level, however long. */
 static int log_lines(mg_req *req, mg_res *res)
 {
@@ -377,5 +438,8 @@ MG_MODULE(sdk,
           MG_STREAM_GET("/sdk/stream/header", stream_header),
           MG_STREAM_GET("/sdk/stream/fail", stream_fail),
           MG_STREAM_GET("/sdk/stream/forever", stream_forever),
+          MG_STREAM_GET("/sdk/stream/tiny", stream_tiny),
+          MG_STREAM_GET("/sdk/stream/linger", stream_linger),
+          MG_UPLOAD("POST", "/sdk/upload/linger", upload_linger),
           MG_GET("/sdk/log", log_lines),
           MG_GET("/sdk/id", id));

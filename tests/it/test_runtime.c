@@ -1,0 +1,287 @@
+/*
+ * The module runtime under concurrency (common/src/runtime.c, stream.c,
+ * upload.c): bounded memory per stream, a graceful stop that waits for the
+ * handlers still running, and bursts of concurrent streams. Through the
+ * gateway, with the sdk test module (tests/modules/sdk.c) and the example
+ * modules.
+ */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+TestSuite(runtime, .timeout = 180);
+
+/* A client socket to 127.0.0.1:port with a small receive buffer, so that
+ * a client that stops reading stops the stream soon. */
+static int connect_small(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0);
+    int small = 16 * 1024;
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0, "connect to %d", port);
+    return fd;
+}
+
+static void send_all(int fd, const void *data, size_t len)
+{
+    for (size_t off = 0; off < len;) {
+        ssize_t n = send(fd, (const char *)data + off, len - off, MSG_NOSIGNAL);
+        cr_assert_gt(n, 0, "send");
+        off += (size_t)n;
+    }
+}
+
+/* Reads until `needle` has come (up to 10 s); the bytes are dropped. */
+static void read_until(int fd, const char *needle)
+{
+    char buf[4096 + 1];
+    size_t keep = 0;
+    long deadline = ms_now() + 10000;
+    for (;;) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        long left = deadline - ms_now();
+        cr_assert(left > 0 && poll(&p, 1, (int)left) == 1, "no \"%s\" within 10 s", needle);
+        ssize_t n = read(fd, buf + keep, sizeof(buf) - 1 - keep);
+        cr_assert_gt(n, 0, "the stream ended before \"%s\"", needle);
+        buf[keep + (size_t)n] = '\0';
+        if (strstr(buf, needle) != NULL)
+            return;
+        /* Keep a tail, in case the needle straddles two reads. */
+        size_t have = keep + (size_t)n, tail = strlen(needle);
+        keep = have < tail ? have : tail;
+        memmove(buf, buf + have - keep, keep);
+    }
+}
+
+/* How many times `needle` occurs in a log of the gateway. */
+static int log_count(const struct gwp *g, const char *name, const char *needle)
+{
+    char *log = gwp_log(g, name);
+    int n = 0;
+    for (const char *p = log; (p = strstr(p, needle)) != NULL; p++)
+        n++;
+    free(log);
+    return n;
+}
+
+/* ---- memory per stream ---------------------------------------------------- */
+
+/* A handler that writes one byte at a time to a client that stops reading
+ * is held back by the stream's bound, and the bound is on memory: 64 KiB
+ * of one-byte chunks cost far more than 64 KiB (each is an allocation of
+ * its own), so counting only the data let every such stream hold about
+ * 2 MiB in the module. */
+Test(runtime, a_stream_of_tiny_writes_to_a_stalled_client_holds_little_memory)
+{
+    /* Under AddressSanitizer, freed chunks would sit in its quarantine
+     * and count in the RSS; the module keeps none (elsewhere harmless). */
+    char cfg[1024];
+    const char *asan = getenv("ASAN_OPTIONS");
+    snprintf(cfg, sizeof(cfg),
+             "{\"modules\": {\"sdk\": {\"env\": {\"ASAN_OPTIONS\": \"%s%s"
+             "quarantine_size_mb=0:thread_local_quarantine_size_kb=0\"}}}}",
+             asan ? asan : "", asan && asan[0] ? ":" : "");
+    struct gwp g;
+    cr_assert_eq(gwp_start_bin(&g, MODGATE_SDKGW, cfg, NULL), 0, "gateway did not start: %s",
+                 g.out);
+    pid_t mod = gwp_module_pid(&g, "sdk");
+    cr_assert_gt(mod, 0);
+    long before = rss_kb(mod);
+
+    enum { N = 16 };
+    int fds[N];
+    for (int i = 0; i < N; i++) {
+        fds[i] = connect_small(g.port);
+        char req[128];
+        int len = snprintf(req, sizeof(req),
+                           "GET /sdk/stream/tiny HTTP/1.1\r\nHost: x\r\nX-Request-Id: tiny-%d\r\n\r\n",
+                           i);
+        send_all(fds[i], req, (size_t)len);
+        read_until(fds[i], "\r\n\r\n"); /* the stream has begun; no more reading */
+    }
+    /* Every handler is now blocked on its full queue: wait until the
+     * module stops growing (bounded). */
+    long prev = -1, now = rss_kb(mod);
+    for (int i = 0; i < 40 && now != prev; i++) {
+        usleep(250 * 1000);
+        prev = now;
+        now = rss_kb(mod);
+    }
+    long grown = now - before;
+    cr_expect_lt(grown, N * 512L, "%d stalled streams of one-byte writes grew the module by %ld KiB",
+                 N, grown);
+
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    int ended = 0;
+    for (long t0 = ms_now(); ended < N && ms_now() - t0 < 10000; usleep(50 * 1000))
+        ended = log_count(&g, "sdk.log", ": write failed after");
+    cr_expect_eq(ended, N, "%d of %d handlers saw their client go", ended, N);
+    gwp_finish(&g);
+}
+
+/* ---- graceful stop -------------------------------------------------------- */
+
+/* Waits for `needle` in the sdk module's log, then SIGTERMs the module and
+ * expects `done` in its log and the process gone, both within 5 s. */
+static void sigterm_after(struct gwp *g, const char *needle, const char *done)
+{
+    cr_assert(gwp_wait_log(g, "sdk.log", needle, 10000), "no \"%s\" in the log", needle);
+    pid_t mod = gwp_module_pid(g, "sdk");
+    cr_assert_gt(mod, 0);
+    cr_assert_eq(kill(mod, SIGTERM), 0);
+    cr_expect(gwp_wait_log(g, "sdk.log", done, 5000),
+              "the module stopped without letting its handler finish (no \"%s\")", done);
+    bool dead = false;
+    for (long t0 = ms_now(); !dead && ms_now() - t0 < 5000; usleep(20 * 1000))
+        dead = process_dead(mod);
+    cr_expect(dead, "the module did not exit within 5 s of SIGTERM");
+}
+
+/* A stream handler whose client left is still at work (it closes a file,
+ * ends a transaction): SIGTERM lets it finish before the module exits.
+ * The module used to count only requests whose connection was still open,
+ * and exited under the handler. */
+Test(runtime, sigterm_lets_a_stream_handler_finish_after_its_client_left)
+{
+    struct gwp g;
+    cr_assert_eq(gwp_start_bin(&g, MODGATE_SDKGW, NULL, NULL), 0, "%s", g.out);
+    int fd = connect_small(g.port);
+    const char *req = "GET /sdk/stream/linger?ms=1500 HTTP/1.1\r\nHost: x\r\n"
+                      "X-Request-Id: linger-1\r\n\r\n";
+    send_all(fd, req, strlen(req));
+    read_until(fd, "here\n");
+    close(fd);
+    sigterm_after(&g, "linger linger-1: cleaning up", "linger linger-1: cleaned up");
+    gwp_finish(&g);
+}
+
+/* The same for a streaming upload whose client broke off. */
+Test(runtime, sigterm_lets_an_upload_handler_finish_after_its_client_left)
+{
+    struct gwp g;
+    cr_assert_eq(gwp_start_bin(&g, MODGATE_SDKGW, NULL, NULL), 0, "%s", g.out);
+    int fd = connect_small(g.port);
+    const char *head = "POST /sdk/upload/linger?ms=1500 HTTP/1.1\r\nHost: x\r\n"
+                       "X-Request-Id: linger-2\r\nContent-Length: 1000000\r\n\r\n";
+    send_all(fd, head, strlen(head));
+    static char part[64 * 1024];
+    memset(part, 'u', sizeof(part));
+    send_all(fd, part, sizeof(part));
+    cr_assert(gwp_wait_log(&g, "sdk.log", "upload linger linger-2: first bytes in", 10000));
+    close(fd);
+    sigterm_after(&g, "upload linger linger-2: cleaning up", "upload linger linger-2: cleaned up");
+    gwp_finish(&g);
+}
+
+/* ---- many concurrent streams ---------------------------------------------- */
+
+/* net.core.somaxconn: the kernel's cap on a listen backlog. */
+static long somaxconn(void)
+{
+    size_t len;
+    char *s = read_file("/proc/sys/net/core/somaxconn", &len);
+    long v = s ? strtol(s, NULL, 10) : -1;
+    free(s);
+    return v;
+}
+
+struct burst_client {
+    int fd;
+    char head[16];  /* the start of the answer */
+    char tail[8];   /* its last bytes */
+    size_t len;
+};
+
+/* A burst of concurrent streams, as many as the system lets a listener
+ * queue (up to 3000), is served whole: the gateway opens one connection to
+ * the module per request at once, and a Unix socket refuses a connection
+ * (EAGAIN) as soon as its backlog is full, where TCP would retry. The
+ * module listened with a backlog of 1024, so such a burst got 502
+ * "refused" for the connections past it. */
+Test(runtime, a_burst_of_thousands_of_concurrent_streams_is_all_served)
+{
+    long cap = somaxconn();
+    if (cap < 1500)
+        cr_skip_test("net.core.somaxconn is %ld", cap);
+    int n = cap - 200 < 3000 ? (int)cap - 200 : 3000;
+    struct rlimit rl;
+    cr_assert_eq(getrlimit(RLIMIT_NOFILE, &rl), 0);
+    if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)n + 100) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+        getrlimit(RLIMIT_NOFILE, &rl);
+        if (rl.rlim_cur != RLIM_INFINITY && rl.rlim_cur < (rlim_t)n + 100)
+            cr_skip_test("the descriptor limit is %llu", (unsigned long long)rl.rlim_cur);
+    }
+
+    struct gwp g;
+    gwp_start_ok(&g, NULL);
+    struct burst_client *c = calloc((size_t)n, sizeof(*c));
+    struct pollfd *p = calloc((size_t)n, sizeof(*p));
+    cr_assert(c != NULL && p != NULL);
+    const char *req = "GET /stream/sse?n=2&interval_ms=1000 HTTP/1.1\r\nHost: x\r\n"
+                      "Connection: close\r\n\r\n";
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)g.port) };
+    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
+    for (int i = 0; i < n; i++) {
+        c[i].fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        cr_assert_geq(c[i].fd, 0);
+        cr_assert_eq(connect(c[i].fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        send_all(c[i].fd, req, strlen(req));
+    }
+    int open = n;
+    long deadline = ms_now() + 120000;
+    while (open > 0 && ms_now() < deadline) {
+        for (int i = 0; i < n; i++)
+            p[i] = (struct pollfd){ .fd = c[i].fd, .events = POLLIN };
+        poll(p, (nfds_t)n, 1000);
+        for (int i = 0; i < n; i++) {
+            if (c[i].fd < 0 || p[i].revents == 0)
+                continue;
+            char buf[4096];
+            ssize_t got = read(c[i].fd, buf, sizeof(buf));
+            if (got <= 0) {
+                close(c[i].fd);
+                c[i].fd = -1;
+                open--;
+                continue;
+            }
+            for (ssize_t j = 0; j < got; j++, c[i].len++) {
+                if (c[i].len < sizeof(c[i].head) - 1)
+                    c[i].head[c[i].len] = buf[j];
+                memmove(c[i].tail, c[i].tail + 1, sizeof(c[i].tail) - 2);
+                c[i].tail[sizeof(c[i].tail) - 2] = buf[j];
+            }
+        }
+    }
+    int served = 0, refused = 0;
+    for (int i = 0; i < n; i++) {
+        if (c[i].fd >= 0)
+            close(c[i].fd);
+        if (strncmp(c[i].head, "HTTP/1.1 200 ", 13) == 0 &&
+            memcmp(c[i].tail + sizeof(c[i].tail) - 1 - 5, "0\r\n\r\n", 5) == 0)
+            served++;
+        else if (strncmp(c[i].head, "HTTP/1.1 502 ", 13) == 0)
+            refused++;
+    }
+    free(c);
+    free(p);
+    cr_expect_eq(served, n, "%d of %d concurrent streams served whole, %d got 502", served, n,
+                 refused);
+    cr_expect_eq(log_count(&g, "access.log", " refused"), 0, "module connections refused");
+    gwp_finish(&g);
+}
