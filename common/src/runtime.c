@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "listen.h"
@@ -379,11 +380,16 @@ int mg__serve(const mg_module *module, const struct mg_serve_opts *opts)
     /* Stop accepting, then let in-flight requests and handlers finish;
      * the gateway SIGKILLs us if that takes longer than its stop timeout. */
     int qfd = MHD_quiesce_daemon(d);
+    /* Refuse new connections at once rather than leave them queued until
+     * the end; the socket itself is closed only after MHD_stop_daemon, as
+     * its listening thread may still be using it. */
     if (qfd >= 0)
-        close(qfd);
+        shutdown(qfd, SHUT_RDWR);
     while (atomic_load(&active_requests) > 0 || atomic_load(&active_handlers) > 0)
         usleep(10 * 1000);
     MHD_stop_daemon(d);
+    if (qfd >= 0)
+        close(qfd);
     mg_router_free(srv.router);
     if (strncmp(opts->listen, "unix:", 5) == 0 && opts->parent_pid == 0)
         unlink(opts->listen + 5);
