@@ -29,6 +29,7 @@
 #include <string.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "listen.h"
@@ -262,6 +263,14 @@ static void reopen_log(const char *path)
     close(fd);
 }
 
+/* Run alone, the module removes the Unix socket it made; under the
+ * gateway, the gateway does. */
+static void remove_own_socket(const struct mg_serve_opts *opts)
+{
+    if (strncmp(opts->listen, "unix:", 5) == 0 && opts->parent_pid == 0)
+        unlink(opts->listen + 5);
+}
+
 int mg__serve(const mg_module *module, const struct mg_serve_opts *opts)
 {
     char err[512];
@@ -385,13 +394,24 @@ int mg__serve(const mg_module *module, const struct mg_serve_opts *opts)
      * its listening thread may still be using it. */
     if (qfd >= 0)
         shutdown(qfd, SHUT_RDWR);
-    while (atomic_load(&active_requests) > 0 || atomic_load(&active_handlers) > 0)
-        usleep(10 * 1000);
+    /* A second SIGTERM or SIGINT (Ctrl-C twice when run alone) stops at
+     * once, as the gateway's SIGKILL does after its stop timeout. */
+    const struct timespec tick = { .tv_nsec = 10 * 1000 * 1000 };
+    while (atomic_load(&active_requests) > 0 || atomic_load(&active_handlers) > 0) {
+        int sig = sigtimedwait(&set, NULL, &tick);
+        if (sig == SIGHUP) {
+            reopen_log(opts->log_path);
+        } else if (sig == SIGTERM || sig == SIGINT) {
+            mg_log(MG_LOG_WARN, "stopping now: %ld requests and %ld handlers not finished",
+                   (long)atomic_load(&active_requests), (long)atomic_load(&active_handlers));
+            remove_own_socket(opts);
+            _exit(1);
+        }
+    }
     MHD_stop_daemon(d);
     if (qfd >= 0)
         close(qfd);
     mg_router_free(srv.router);
-    if (strncmp(opts->listen, "unix:", 5) == 0 && opts->parent_pid == 0)
-        unlink(opts->listen + 5);
+    remove_own_socket(opts);
     return 0;
 }

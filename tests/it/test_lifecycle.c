@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -593,6 +595,67 @@ Test(lifecycle, module_runs_standalone)
     waitpid(pid, &status, 0);
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
     close(p[0]);
+}
+
+/* A connection to the Unix socket at `path`, -1 if it is refused. */
+static int connect_unix(const char *path)
+{
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+        close(fd);
+        fd = -1;
+    }
+    return fd;
+}
+
+/* Run alone, a module drains on SIGTERM (refusing new connections), and a
+ * second signal (Ctrl-C twice) stops it at once, its socket removed. */
+Test(lifecycle, a_standalone_module_stops_at_once_on_a_second_signal)
+{
+    char dir[] = "/tmp/mg-alone-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char sock[64], listen[80];
+    snprintf(sock, sizeof(sock), "%s/chaos.sock", dir);
+    snprintf(listen, sizeof(listen), "unix:%s", sock);
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int null = open("/dev/null", O_WRONLY);
+        dup2(null, 1);
+        dup2(null, 2);
+        execl(MODGATE_BIN, MODGATE_BIN, "--module", "chaos", "--listen", listen, NULL);
+        _exit(127);
+    }
+    int fd = -1;
+    for (int i = 0; i < 500 && (fd = connect_unix(sock)) < 0; i++)
+        usleep(10 * 1000);
+    cr_assert_geq(fd, 0, "the module did not listen on %s", sock);
+    const char *req = "GET /chaos/slow?ms=20000 HTTP/1.1\r\nHost: x\r\n\r\n";
+    cr_assert_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));
+    usleep(200 * 1000); /* the request is in */
+    kill(pid, SIGTERM);
+    int other = -1;
+    for (int i = 0; i < 100 && (other = connect_unix(sock)) >= 0; i++) {
+        close(other);
+        usleep(10 * 1000);
+    }
+    cr_expect_lt(other, 0, "a new connection was taken while draining");
+    cr_expect_eq(waitpid(pid, NULL, WNOHANG), 0, "the drain waits for the request");
+    kill(pid, SIGINT);
+    int status = -1;
+    for (int i = 0; i < 500 && waitpid(pid, &status, WNOHANG) == 0; i++)
+        usleep(10 * 1000);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 1, "status %d", status);
+    if (status == -1) {
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+    }
+    cr_expect_neq(access(sock, F_OK), 0, "%s is still there", sock);
+    close(fd);
+    unlink(sock);
+    rmdir(dir);
 }
 
 Test(lifecycle, readyz_is_503_while_draining)
