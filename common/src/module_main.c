@@ -50,7 +50,11 @@ static int usage(const char *msg, const char *arg)
 int mg_module_main(int argc, char **argv)
 {
     const char *name = NULL;
-    struct mg_serve_opts o = { .ready_fd = -1, .max_body = 10u * 1024 * 1024 };
+    /* An idle connection is kept longer than the gateway keeps one unused
+     * before it stops reusing it (60 s), so that the gateway never sends a
+     * request on a connection being closed here. */
+    struct mg_serve_opts o = { .ready_fd = -1, .max_body = 10u * 1024 * 1024,
+                               .keepalive_s = 120 };
     unsigned long long incarnation = 0;
     const char *bad = NULL, *why = NULL;
     for (int i = 1; i < argc && bad == NULL; i++) {
@@ -92,6 +96,13 @@ int mg_module_main(int argc, char **argv)
         mg_log(MG_LOG_INFO, "incarnation %llu started, pid %d", incarnation, (int)getpid());
     if (bad != NULL)
         return usage(why, bad);
+    const char *ka = getenv("MODGATE_KEEPALIVE_S");
+    unsigned long long n;
+    if (ka != NULL && parse_ulong(ka, 86400, &n) == 0 && n > 0)
+        o.keepalive_s = (unsigned)n;
+    else if (ka != NULL)
+        mg_log(MG_LOG_WARN, "MODGATE_KEEPALIVE_S=%s is not a number of seconds from 1 to 86400; "
+               "using %u", ka, o.keepalive_s);
     if (name == NULL || o.listen == NULL)
         return usage("--module and --listen are required", NULL);
     const mg_module *m = mg__module_find(name);

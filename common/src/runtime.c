@@ -45,10 +45,8 @@ static atomic_long active_requests;
  * still have work to do (close a file, end a transaction) that a stop must
  * not cut short, nor free the router under. */
 static atomic_long active_handlers;
-/* Seconds an idle keep-alive connection is kept: longer than the gateway
- * keeps one unused before it stops reusing it (60 s), so that the gateway
- * never sends a request on a connection being closed here. */
-static unsigned keepalive_s = 120;
+/* Seconds an idle keep-alive connection is kept (mg_serve_opts). */
+static unsigned keepalive_s;
 
 const char *mg__current_module_name(void)
 {
@@ -276,17 +274,7 @@ int mg__serve(const mg_module *module, const struct mg_serve_opts *opts)
     char err[512];
     struct server srv = { .module = module, .max_body = opts->max_body };
     module_name = module->name;
-    const char *ka = getenv("MODGATE_KEEPALIVE_S");
-    if (ka != NULL) {
-        char *end;
-        errno = 0;
-        unsigned long v = strtoul(ka, &end, 10);
-        if (ka[0] >= '0' && ka[0] <= '9' && *end == '\0' && errno == 0 && v >= 1 && v <= 86400)
-            keepalive_s = (unsigned)v;
-        else
-            mg_log(MG_LOG_WARN, "MODGATE_KEEPALIVE_S=%s is not a number of seconds from 1 to "
-                   "86400; using %u", ka, keepalive_s);
-    }
+    keepalive_s = opts->keepalive_s;
 
     if (opts->parent_pid > 0) {
         /* Die with the gateway, even if it is SIGKILLed; the check after

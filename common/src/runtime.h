@@ -122,6 +122,7 @@ struct mg_serve_opts {
     pid_t parent_pid;        /* 0: standalone; else die with this parent */
     const char *log_path;    /* reopened onto stdout/stderr at SIGHUP */
     size_t max_body;
+    unsigned keepalive_s;    /* an idle keep-alive connection is closed after it */
 };
 
 /* Serves `module` until SIGTERM/SIGINT; returns the process exit code. */
