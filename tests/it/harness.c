@@ -30,23 +30,43 @@ long ms_now(void)
     return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
 }
 
-char *raw_exchange(int port, const char *unix_path, const char *req, size_t len, int quiet_ms,
-                   size_t *outlen)
+int test_connect(int port, const char *unix_path, int rcvbuf)
 {
-    int fd;
+    int fd = socket(port > 0 ? AF_INET : AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    cr_assert_geq(fd, 0, "socket: %s", strerror(errno));
+    if (rcvbuf > 0)
+        cr_assert_eq(setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)), 0);
+    int rc;
     if (port > 0) {
         struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
         inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-        fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        cr_assert(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0,
-                  "connect to port %d", port);
+        rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
     } else {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
         snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", unix_path);
-        fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        cr_assert(fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0,
-                  "connect to %s", unix_path);
+        rc = connect(fd, (struct sockaddr *)&sa, sizeof(sa));
     }
+    if (rc != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+void send_all(int fd, const void *data, size_t len)
+{
+    for (size_t off = 0; off < len;) {
+        ssize_t n = send(fd, (const char *)data + off, len - off, MSG_NOSIGNAL);
+        cr_assert_gt(n, 0, "send: %s", strerror(errno));
+        off += (size_t)n;
+    }
+}
+
+char *raw_exchange(int port, const char *unix_path, const char *req, size_t len, int quiet_ms,
+                   size_t *outlen)
+{
+    int fd = test_connect(port, unix_path, 0);
+    cr_assert_geq(fd, 0, "connect to port %d or %s", port, unix_path ? unix_path : "-");
     for (size_t off = 0; off < len;) {
         ssize_t n = send(fd, req + off, len - off, MSG_NOSIGNAL);
         if (n <= 0)

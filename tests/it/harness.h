@@ -83,6 +83,14 @@ const char *http_header(const struct http_resp *r, const char *name);
 size_t http_header_count(const struct http_resp *r, const char *name);
 void http_free(struct http_resp *r);
 
+/* A connection (close-on-exec) to 127.0.0.1:port, or to the Unix socket
+ * `unix_path` if port is 0; rcvbuf > 0 sets SO_RCVBUF first (a small one
+ * makes a client that stops reading stall the sender soon). -1 if the
+ * connection is refused. */
+int test_connect(int port, const char *unix_path, int rcvbuf);
+/* Sends all `len` bytes, failing the test if the connection breaks. */
+void send_all(int fd, const void *data, size_t len);
+
 /* Sends `req` (len bytes) as is on a new connection to 127.0.0.1:port, or
  * to the Unix socket `unix_path` if port is 0, and returns every byte that
  * comes back until the peer closes or stays silent for `quiet_ms` (caller

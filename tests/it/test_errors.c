@@ -397,10 +397,8 @@ Test(errors, a_request_head_that_takes_too_long_gets_408)
 {
     struct gwp g;
     gwp_start_ok(&g, "{\"limits\": {\"request_timeout_ms\": 500}}");
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)g.port) };
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    int fd = test_connect(g.port, NULL, 0);
+    cr_assert_geq(fd, 0);
     const char *first = "GET /hello/x HTTP/1.1\r\nHost: x\r\n";
     cr_assert_eq(send(fd, first, strlen(first), MSG_NOSIGNAL), (ssize_t)strlen(first));
     long t0 = ms_now();

@@ -597,19 +597,6 @@ Test(lifecycle, module_runs_standalone)
     close(p[0]);
 }
 
-/* A connection to the Unix socket at `path`, -1 if it is refused. */
-static int connect_unix(const char *path)
-{
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    snprintf(sa.sun_path, sizeof(sa.sun_path), "%s", path);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        close(fd);
-        fd = -1;
-    }
-    return fd;
-}
-
 /* Run alone, a module drains on SIGTERM (refusing new connections), and a
  * second signal (Ctrl-C twice) stops it at once, its socket removed. */
 Test(lifecycle, a_standalone_module_stops_at_once_on_a_second_signal)
@@ -629,7 +616,7 @@ Test(lifecycle, a_standalone_module_stops_at_once_on_a_second_signal)
         _exit(127);
     }
     int fd = -1;
-    for (int i = 0; i < 500 && (fd = connect_unix(sock)) < 0; i++)
+    for (int i = 0; i < 500 && (fd = test_connect(0, sock, 0)) < 0; i++)
         usleep(10 * 1000);
     cr_assert_geq(fd, 0, "the module did not listen on %s", sock);
     const char *req = "GET /chaos/slow?ms=20000 HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -637,7 +624,7 @@ Test(lifecycle, a_standalone_module_stops_at_once_on_a_second_signal)
     usleep(200 * 1000); /* the request is in */
     kill(pid, SIGTERM);
     int other = -1;
-    for (int i = 0; i < 100 && (other = connect_unix(sock)) >= 0; i++) {
+    for (int i = 0; i < 100 && (other = test_connect(0, sock, 0)) >= 0; i++) {
         close(other);
         usleep(10 * 1000);
     }

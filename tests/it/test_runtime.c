@@ -25,23 +25,9 @@ TestSuite(runtime, .timeout = 180);
  * a client that stops reading stops the stream soon. */
 static int connect_small(int port)
 {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    cr_assert_geq(fd, 0);
-    int small = 16 * 1024;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0, "connect to %d", port);
+    int fd = test_connect(port, NULL, 16 * 1024);
+    cr_assert_geq(fd, 0, "connect to %d", port);
     return fd;
-}
-
-static void send_all(int fd, const void *data, size_t len)
-{
-    for (size_t off = 0; off < len;) {
-        ssize_t n = send(fd, (const char *)data + off, len - off, MSG_NOSIGNAL);
-        cr_assert_gt(n, 0, "send");
-        off += (size_t)n;
-    }
 }
 
 /* Reads until `needle` has come (up to 10 s); the bytes are dropped. */
@@ -235,12 +221,9 @@ Test(runtime, a_burst_of_thousands_of_concurrent_streams_is_all_served)
     cr_assert(c != NULL && p != NULL);
     const char *req = "GET /stream/sse?n=2&interval_ms=1000 HTTP/1.1\r\nHost: x\r\n"
                       "Connection: close\r\n\r\n";
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)g.port) };
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
     for (int i = 0; i < n; i++) {
-        c[i].fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        c[i].fd = test_connect(g.port, NULL, 0);
         cr_assert_geq(c[i].fd, 0);
-        cr_assert_eq(connect(c[i].fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
         send_all(c[i].fd, req, strlen(req));
     }
     int open = n;

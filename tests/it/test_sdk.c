@@ -186,27 +186,6 @@ Test(sdk, body_whole_and_read_in_pieces_agree)
 
 /* ---- streaming uploads --------------------------------------------------- */
 
-static int connect_to(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        if (fd >= 0)
-            close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static void send_all(int fd, const void *data, size_t len)
-{
-    for (size_t off = 0; off < len;) {
-        ssize_t n = send(fd, (const char *)data + off, len - off, MSG_NOSIGNAL);
-        cr_assert_gt(n, 0, "send");
-        off += (size_t)n;
-    }
-}
 
 /* Reads until the peer closes (or 10 s of silence); caller frees. */
 static char *read_all(int fd)
@@ -234,7 +213,7 @@ Test(sdk, an_upload_is_read_as_it_arrives)
     unsigned char *data = malloc(total);
     for (size_t i = 0; i < total; i++)
         data[i] = pattern(i);
-    int fd = connect_to(g.port);
+    int fd = test_connect(g.port, NULL, 0);
     cr_assert_geq(fd, 0);
     char head[256];
     int hl = snprintf(head, sizeof(head),
@@ -262,7 +241,7 @@ Test(sdk, an_upload_that_breaks_off_fails_the_read)
 {
     static char part[64 * 1024];
     memset(part, 'p', sizeof(part));
-    int fd = connect_to(g.port);
+    int fd = test_connect(g.port, NULL, 0);
     cr_assert_geq(fd, 0);
     const char *head = "POST /sdk/upload HTTP/1.1\r\nHost: x\r\nX-Request-Id: sdk-broken-1\r\n"
                        "Content-Length: 1048576\r\n\r\n";
@@ -638,7 +617,7 @@ Test(sdk, a_stream_failing_after_its_first_chunk_ends_cleanly)
  * handler says so in its log. */
 Test(sdk, a_write_to_a_client_that_went_away_fails)
 {
-    int fd = connect_to(g.port);
+    int fd = test_connect(g.port, NULL, 0);
     cr_assert_geq(fd, 0);
     const char *req = "GET /sdk/stream/forever HTTP/1.1\r\nHost: x\r\n"
                       "X-Request-Id: sdk-gone-1\r\n\r\n";

@@ -243,20 +243,6 @@ Test(stream, large_response_byte_exact)
     gwp_finish(&g);
 }
 
-static int connect_to(int port)
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    int small = 64 * 1024;
-    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small));
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
 /* A client that closes halfway through its upload cancels the request at
  * once: nothing of it stays in the gateway (its socket, the connection to
  * the module) until a timeout, and the access log says 499. */
@@ -270,7 +256,7 @@ Test(stream, an_upload_abandoned_halfway_is_cancelled_at_once)
     const char *head = "POST /echo/raw HTTP/1.1\r\nHost: x\r\nContent-Length: 1048576\r\n\r\n";
     const int rounds = 20;
     for (int i = 0; i < rounds; i++) {
-        int fd = connect_to(g.port);
+        int fd = test_connect(g.port, NULL, 64 * 1024);
         cr_assert_geq(fd, 0);
         cr_assert_eq(send(fd, head, strlen(head), MSG_NOSIGNAL), (ssize_t)strlen(head));
         for (size_t off = 0; off < sizeof(half);) {
@@ -302,7 +288,7 @@ Test(stream, a_client_that_stops_reading_keeps_memory_flat)
 {
     struct gwp g;
     gwp_start_ok(&g, NULL);
-    int fd = connect_to(g.port);
+    int fd = test_connect(g.port, NULL, 64 * 1024);
     cr_assert_geq(fd, 0);
     const char *req = "GET /stream/bytes?n=4294967296 HTTP/1.1\r\nHost: x\r\n\r\n";
     cr_assert_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));
@@ -433,7 +419,7 @@ Test(stream, client_disconnect_is_seen_by_the_module)
 {
     struct gwp g;
     gwp_start_ok(&g, NULL);
-    int fd = connect_to(g.port);
+    int fd = test_connect(g.port, NULL, 64 * 1024);
     cr_assert_geq(fd, 0);
     const char *req = "GET /stream/count?n=1000&interval_ms=100 HTTP/1.1\r\nHost: x\r\n"
                       "X-Request-Id: gone-1\r\n\r\n";

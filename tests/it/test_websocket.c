@@ -54,13 +54,9 @@ static bool more(struct ws *w, int ms)
  * client's receive buffer (a slow reader). */
 static const char *ws_open_req(struct ws *w, int port, const char *req, size_t len, int rcvbuf)
 {
-    w->fd = socket(AF_INET, SOCK_STREAM, 0);
+    w->fd = test_connect(port, NULL, rcvbuf);
     w->len = 0;
-    if (rcvbuf > 0)
-        cr_assert_eq(setsockopt(w->fd, SOL_SOCKET, SO_RCVBUF, &rcvbuf, sizeof(rcvbuf)), 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-    inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-    cr_assert_eq(connect(w->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    cr_assert_geq(w->fd, 0);
     cr_assert_eq(write(w->fd, req, len), (ssize_t)len);
     static char head[4096];
     char *end = NULL;
@@ -556,6 +552,14 @@ static int head_status(const char *head)
     return strncmp(head, "HTTP/1.1 ", 9) == 0 ? atoi(head + 9) : 0;
 }
 
+/* Starts a gateway with the default modules and opens a session on echo. */
+static void open_echo_session(struct gwp *g, struct ws *w)
+{
+    gwp_start_ok(g, NULL);
+    const char *head = ws_open(w, g->port, "/echo/ws");
+    cr_assert_eq(head_status(head), 101, "%s", head);
+}
+
 /* How many times `needle` is in the log `name`. */
 static int log_count(const struct gwp *g, const char *name, const char *needle)
 {
@@ -690,10 +694,8 @@ Test(websocket, a_bad_handshake_gets_an_error_answer)
 Test(websocket, messages_of_every_length_form_come_back_whole)
 {
     struct gwp g;
-    gwp_start_ok(&g, NULL);
     static struct ws w;
-    const char *head = ws_open(&w, g.port, "/echo/ws");
-    cr_assert_eq(head_status(head), 101, "%s", head);
+    open_echo_session(&g, &w);
     const size_t sizes[] = { 0, 1, 125, 126, 127, 65535, 65536, 65537, (5u << 20) + 3, 16u << 20 };
     const size_t max = 16u << 20;
     unsigned char *msg = malloc(max), *got = malloc(max);
@@ -727,10 +729,8 @@ Test(websocket, messages_of_every_length_form_come_back_whole)
 Test(websocket, fragments_come_back_as_one_message_with_control_frames_between)
 {
     struct gwp g;
-    gwp_start_ok(&g, NULL);
     static struct ws w;
-    const char *head = ws_open(&w, g.port, "/echo/ws");
-    cr_assert_eq(head_status(head), 101, "%s", head);
+    open_echo_session(&g, &w);
     static char got[300000];
     size_t n;
     ws_send_frame(&w, 0x01, "Hel", 3); /* text, not FIN */
@@ -768,10 +768,8 @@ Test(websocket, fragments_come_back_as_one_message_with_control_frames_between)
 Test(websocket, a_ping_gets_its_payload_back_and_a_pong_is_ignored)
 {
     struct gwp g;
-    gwp_start_ok(&g, NULL);
     static struct ws w;
-    const char *head = ws_open(&w, g.port, "/echo/ws");
-    cr_assert_eq(head_status(head), 101, "%s", head);
+    open_echo_session(&g, &w);
     static char got[256];
     size_t n;
     ws_send(&w, 9, "", 0);
@@ -1054,10 +1052,8 @@ Test(websocket, a_client_vanishing_releases_the_tunnel_and_the_handler)
             f = ws_frame(0x81, true, "x", 1, &fl);
             memcpy(req + rl, f, fl), rl += (int)fl, free(f);
         }
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)g.port) };
-        inet_pton(AF_INET, "127.0.0.1", &sa.sin_addr);
-        cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+        int fd = test_connect(g.port, NULL, 0);
+        cr_assert_geq(fd, 0);
         cr_assert_eq(write(fd, req, (size_t)rl), rl);
         if (i >= 10)
             usleep(20 * 1000); /* later in the handshake */
@@ -1129,10 +1125,8 @@ Test(websocket, many_concurrent_sessions_each_get_their_own_echo)
 Test(websocket, a_session_open_at_shutdown_ends_with_the_gateway)
 {
     struct gwp g;
-    gwp_start_ok(&g, NULL);
     static struct ws w;
-    const char *head = ws_open(&w, g.port, "/echo/ws");
-    cr_assert_eq(head_status(head), 101, "%s", head);
+    open_echo_session(&g, &w);
     static char got[64];
     size_t n;
     ws_send(&w, 1, "x", 1);
