@@ -17,6 +17,7 @@
  */
 #include "supervisor.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -27,6 +28,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/pidfd.h>
+#include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -140,6 +142,9 @@ struct gw_supervisor *gw_supervisor_new(struct gateway *gw, char *err, size_t er
     sigaddset(&set, SIGCHLD);
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* What a module forks and leaves behind (setsid or not) comes to us
+     * instead of init when its parent dies, so that it can be ended. */
+    prctl(PR_SET_CHILD_SUBREAPER, 1);
     s->sigfd = signalfd(-1, &set, SFD_CLOEXEC | SFD_NONBLOCK);
     if (s->epfd < 0 || s->wakefd < 0 || s->sigfd < 0 || watch(s, s->sigfd, W_SIGNAL) != 0 ||
         watch(s, s->wakefd, W_WAKE) != 0) {
@@ -314,16 +319,80 @@ static void unlink_live(struct gw_supervisor *s, struct gw_incarnation *inc)
         }
 }
 
+static bool is_live_pid(const struct gw_supervisor *s, pid_t pid)
+{
+    for (const struct gw_incarnation *inc = s->live; inc != NULL; inc = inc->next_live)
+        if (inc->pid == pid)
+            return true;
+    return false;
+}
+
+/* Ends and reaps every child of ours that is not a module process we
+ * started: what a module forked and left behind (it died or was replaced,
+ * or it double-forked them away), which the kernel hands to us, the
+ * subreaper, rather than to init. Nobody else would end them or wait for
+ * them. Children in our own process group are spared: modules run in
+ * groups of their own, and a program embedding the gateway may have
+ * children of its own. Called at every child's exit (an orphan killed here
+ * may leave children of its own to us), so it stays cheap: one read of
+ * each thread's children list. */
+static void end_orphans(struct gw_supervisor *s)
+{
+    DIR *tasks = opendir("/proc/self/task");
+    struct dirent *t;
+    while (tasks != NULL && (t = readdir(tasks)) != NULL) {
+        if (t->d_name[0] < '0' || t->d_name[0] > '9')
+            continue;
+        char path[64], list[4096];
+        snprintf(path, sizeof(path), "/proc/self/task/%.16s/children", t->d_name);
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            continue;
+        /* A list longer than the buffer is finished at the next exit. */
+        ssize_t n = read(fd, list, sizeof(list) - 1);
+        close(fd);
+        list[n > 0 ? n : 0] = '\0';
+        char *end = strrchr(list, ' ');
+        if (n == (ssize_t)sizeof(list) - 1 && end != NULL)
+            *end = '\0'; /* the last number may be cut */
+        for (char *p = list, *next; *p != '\0'; p = next) {
+            long pid = strtol(p, &next, 10);
+            if (next == p)
+                break;
+            if (pid <= 0 || is_live_pid(s, (pid_t)pid) || getpgid((pid_t)pid) == getpgrp())
+                continue;
+            siginfo_t si = { 0 };
+            if (waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG) == 0 && si.si_pid != 0)
+                continue; /* was already dead: reaped */
+            if (kill((pid_t)pid, SIGKILL) == 0)
+                gw_log(GW_WARN, "pid %ld, left behind by a module, killed", pid);
+            /* Reaped at its exit's SIGCHLD, if not now. */
+            waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG);
+        }
+    }
+    if (tasks != NULL)
+        closedir(tasks);
+}
+
 /* Reaps `inc` if it has exited: through its pidfd where the kernel has
- * them, else by pid (SIGCHLD tells us when to look). */
-/* Reaps `inc` if it has exited; true if it did (`inc` may be freed). */
+ * them, else by pid (SIGCHLD tells us when to look); true if it did
+ * (`inc` may be freed). */
 static bool on_exit_(struct gw_supervisor *s, struct gw_incarnation *inc)
 {
     siginfo_t si = { 0 };
-    int rc = inc->pidfd >= 0 ? waitid(P_PIDFD, (id_t)inc->pidfd, &si, WEXITED | WNOHANG)
-                             : waitid(P_PID, (id_t)inc->pid, &si, WEXITED | WNOHANG);
+    idtype_t idtype = inc->pidfd >= 0 ? P_PIDFD : P_PID;
+    id_t id = inc->pidfd >= 0 ? (id_t)inc->pidfd : (id_t)inc->pid;
+    int rc = waitid(idtype, id, &si, WEXITED | WNOHANG | WNOWAIT);
     if (rc != 0 || si.si_pid == 0)
         return false; /* not yet (spurious wake-up) */
+    /* What the module forked goes with it (a crash, an exit, a hang or a
+     * stop alike): its process group is killed while the unreaped leader
+     * still holds the group's id, which no new process can take then.
+     * Those that left the group (setsid) came to us as their subreaper:
+     * end_orphans. */
+    kill(-inc->pid, SIGKILL);
+    waitid(idtype, id, &si, WEXITED | WNOHANG);
+    end_orphans(s);
     struct gw_module *m = inc->mod;
     gw_prober_cancel(s->prober, inc);
     describe_exit(inc, &si);
@@ -815,6 +884,7 @@ static void run_once(struct gw_supervisor *s, int max_wait_ms)
                         if (inc->pidfd < 0 && on_exit_(s, inc))
                             forget_events(evs, i + 1, n, base);
                     }
+                    end_orphans(s);
                 } else if (!s->stop_requested) {
                     gw_log(GW_INFO, "%s received: stopping", sigabbrev_np((int)si.ssi_signo));
                     s->stop_requested = true;
