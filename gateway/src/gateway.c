@@ -61,6 +61,17 @@ static void usage(FILE *f)
     fprintf(f, "\n");
 }
 
+/* A value that cannot be used, named as the user gave it: a flag, or a
+ * key of the config file (with the file's name, as other config errors). */
+static void value_error(const char *config_path, const char *key, const char *why)
+{
+    if (key[0] == '-')
+        fprintf(stderr, "modgate: %s: %s\n", key, why);
+    else
+        fprintf(stderr, "modgate: config error: %s%s%s: %s\n", config_path ? config_path : "",
+                config_path ? ": " : "", key, why);
+}
+
 static int mkdir_p(const char *path)
 {
     char *p = strdup(path);
@@ -426,16 +437,13 @@ int mg_gateway_main(int argc, char **argv)
     /* Named as the user gave them: the flag, else the config key. */
     const char *listen_key = listen ? "--listen" : "listen";
     const char *admin_key = admin_listen ? "--admin-listen" : "admin_listen";
+    const char *log_key = log_dir ? "--log-dir" : "log_dir";
     char why[512];
     bad = check_listen_address(gw.cfg.listen, why, sizeof(why)) != 0        ? listen_key
           : check_listen_address(gw.cfg.admin_listen, why, sizeof(why)) != 0 ? admin_key
                                                                             : NULL;
     if (bad != NULL) {
-        if (bad[0] == '-')
-            fprintf(stderr, "modgate: %s: %s\n", bad, why);
-        else
-            fprintf(stderr, "modgate: config error: %s%s%s: %s\n", config_path ? config_path : "",
-                    config_path ? ": " : "", bad, why);
+        value_error(config_path, bad, why);
         gw_config_free(&gw.cfg);
         return 2;
     }
@@ -444,8 +452,12 @@ int mg_gateway_main(int argc, char **argv)
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int exit_code = 1;
 
+    /* A log directory that cannot be made or written is a bad value of
+     * log_dir, as an unusable listen address is one of listen. */
+    exit_code = 2;
     if ((rc = mkdir_p(gw.cfg.log_dir)) != 0) {
-        fprintf(stderr, "modgate: cannot create log dir %s: %s\n", gw.cfg.log_dir, strerror(-rc));
+        snprintf(why, sizeof(why), "cannot create %s: %s", gw.cfg.log_dir, strerror(-rc));
+        value_error(config_path, log_key, why);
         goto out;
     }
     /* Absolute, so that the paths we report (log tails, the admin API)
@@ -457,18 +469,24 @@ int mg_gateway_main(int argc, char **argv)
     }
     char *gwlog = path_join(gw.cfg.log_dir, "gateway.log");
     rc = gwlog ? gw_log_open(gwlog) : -ENOMEM;
-    if (rc != 0)
-        fprintf(stderr, "modgate: cannot open %s: %s\n", gwlog ? gwlog : "gateway.log",
-                strerror(-rc));
+    if (rc != 0) {
+        snprintf(why, sizeof(why), "cannot open %s: %s", gwlog ? gwlog : "gateway.log",
+                 strerror(-rc));
+        value_error(config_path, log_key, why);
+    }
     free(gwlog);
     if (rc != 0)
         goto out;
     gw.access_path = path_join(gw.cfg.log_dir, "access.log");
     gw.access_fd = gw.access_path ? gw_open_log(gw.access_path) : -ENOMEM;
     if (gw.access_fd < 0) {
-        gw_log(GW_ERROR, "cannot open access.log: %s", strerror(-gw.access_fd));
+        snprintf(why, sizeof(why), "cannot open %s: %s", gw.access_path ? gw.access_path
+                 : "access.log", strerror(-gw.access_fd));
+        value_error(config_path, log_key, why);
+        gw_log(GW_ERROR, "%s: %s", log_key, why);
         goto out;
     }
+    exit_code = 1;
     if (setup_modules(&gw, err, sizeof(err)) != 0) {
         gw_log(GW_ERROR, "%s", err);
         goto out;

@@ -786,6 +786,35 @@ Test(lifecycle, listen_addresses_that_cannot_be_used_exit_2_naming_the_key)
     }
 }
 
+/* The same for a log directory that cannot be made or written. */
+Test(lifecycle, a_log_dir_that_cannot_be_used_exits_2_naming_the_key)
+{
+    char cfg[] = "/tmp/mgt-logdir-XXXXXX";
+    int fd = mkstemp(cfg);
+    cr_assert_geq(fd, 0);
+    const char *json = "{\"log_dir\": \"/etc/passwd\"}"; /* a file, not a directory */
+    cr_assert_eq(write(fd, json, strlen(json)), (ssize_t)strlen(json));
+    close(fd);
+    const char *from_file[] = { MODGATE_BIN, "--config", cfg, "--listen", "127.0.0.1:0",
+                                "--admin-listen", "127.0.0.1:0", NULL };
+    const char *from_flag[] = { MODGATE_BIN, "--log-dir", "/proc/no-such-dir/logs", "--listen",
+                                "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", NULL };
+    const char *const *cases[] = { from_file, from_flag };
+    const char *needles[] = { "log_dir: cannot open /etc/passwd/gateway.log",
+                              "--log-dir: cannot create /proc/no-such-dir/logs" };
+    for (size_t i = 0; i < 2; i++) {
+        char *out;
+        int status = run(cases[i], &out);
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 2, "case %zu: status %d: %s", i,
+                  status, out);
+        cr_expect_not_null(strstr(out, needles[i]), "case %zu: %s", i, out);
+        if (i == 0) /* and the file, as for every config error */
+            cr_expect_not_null(strstr(out, cfg), "%s", out);
+        free(out);
+    }
+    unlink(cfg);
+}
+
 /* Numbers given on the command line or in the environment are digits, or
  * refused: not read as far as they go ("2x" as 2, "abc" as 0). */
 Test(lifecycle, numeric_arguments_are_digits_or_refused)
