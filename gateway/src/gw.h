@@ -34,6 +34,7 @@ struct gateway {
     struct gw_admin *admin;
     struct gw_supervisor *supervisor;
     atomic_uint loops_running;  /* loop threads not yet finished */
+    atomic_uint loops_draining; /* loops that no longer accept */
     atomic_uint connections;    /* open client connections, all loops */
     struct gw_module_metrics unrouted; /* requests no module took */
     atomic_bool stopping;

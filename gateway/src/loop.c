@@ -19,6 +19,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "curl_epoll.h"
@@ -295,6 +296,11 @@ static void start_drain(struct gw_loop *l)
     /* The listen socket is the gateway's: take it back from MHD so that
      * stopping the daemon later does not close it under the other loops. */
     MHD_quiesce_daemon(l->mhd);
+    /* Once no loop accepts, new clients are refused at once (as nginx
+     * closes its listening sockets) rather than left queued, unanswered,
+     * until the gateway exits. */
+    if (atomic_fetch_add(&l->gw->loops_draining, 1) + 1 == l->gw->nloops)
+        shutdown(l->gw->listen_fd, SHUT_RDWR);
 }
 
 static void *loop_main(void *arg)

@@ -655,7 +655,12 @@ Test(lifecycle, readyz_is_503_while_draining)
     usleep(300 * 1000);
     kill(g.pid, SIGTERM);
     usleep(300 * 1000);
-    /* The public listener stopped accepting; the admin one still answers. */
+    /* The public listener stopped accepting: a new client is refused at
+     * once, not left waiting; the admin one still answers. */
+    int fd = test_connect(g.port, NULL, 0);
+    cr_expect_lt(fd, 0, "a new connection was accepted while draining");
+    if (fd >= 0)
+        close(fd);
     struct http_resp r;
     cr_assert_eq(http_get(gwp_admin_url(&g, "/-/readyz"), &r), 0);
     cr_expect_eq(r.status, 503, "readyz while draining: %ld %s", r.status, r.body);
