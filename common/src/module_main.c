@@ -34,17 +34,21 @@ static bool is_opt(const char *a, size_t alen, const char *opt)
     return strlen(opt) == alen && memcmp(a, opt, alen) == 0;
 }
 
+/* The usage text, after `msg` if there is one: on stderr with exit code
+ * 100 for a usage error, on stdout with 0 for --help. */
 static int usage(const char *msg, const char *arg)
 {
-    fprintf(stderr, "modgate: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
-    fprintf(stderr, "usage: modgate --module NAME --listen HOST:PORT|unix:PATH\n");
+    FILE *out = msg ? stderr : stdout;
+    if (msg != NULL)
+        fprintf(out, "modgate: %s%s%s\n", msg, arg ? ": " : "", arg ? arg : "");
+    fprintf(out, "usage: modgate --module NAME --listen HOST:PORT|unix:PATH\n");
     size_t n;
     const mg_module *const *mods = mg__modules(&n);
-    fprintf(stderr, "modules:");
+    fprintf(out, "modules:");
     for (size_t i = 0; i < n; i++)
-        fprintf(stderr, " %s", mods[i]->name);
-    fprintf(stderr, "\n");
-    return 100;
+        fprintf(out, " %s", mods[i]->name);
+    fprintf(out, "\n");
+    return msg ? 100 : 0;
 }
 
 int mg_module_main(int argc, char **argv)
@@ -58,6 +62,8 @@ int mg_module_main(int argc, char **argv)
     unsigned long long incarnation = 0;
     const char *bad = NULL, *why = NULL;
     for (int i = 1; i < argc && bad == NULL; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return usage(NULL, NULL);
         /* "--opt VALUE" or "--opt=VALUE", for every option. */
         const char *a = argv[i];
         const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
@@ -103,6 +109,9 @@ int mg_module_main(int argc, char **argv)
     else if (ka != NULL)
         mg_log(MG_LOG_WARN, "MODGATE_KEEPALIVE_S=%s is not a number of seconds from 1 to 86400; "
                "using %u", ka, o.keepalive_s);
+    if (o.keepalive_s <= 60 && o.parent_pid > 0)
+        mg_log(MG_LOG_WARN, "MODGATE_KEEPALIVE_S=%u: the gateway reuses a connection idle for up "
+               "to 60 s, so a request may meet one being closed here (502)", o.keepalive_s);
     if (name == NULL || o.listen == NULL)
         return usage("--module and --listen are required", NULL);
     const mg_module *m = mg__module_find(name);

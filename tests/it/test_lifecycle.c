@@ -820,6 +820,18 @@ Test(lifecycle, a_log_dir_that_cannot_be_used_exits_2_naming_the_key)
     unlink(cfg);
 }
 
+/* --help in module mode is an answer, not a usage error. */
+Test(lifecycle, module_mode_help_prints_the_usage_and_exits_0)
+{
+    const char *argv[] = { MODGATE_BIN, "--module", "hello", "--help", NULL };
+    char *out;
+    int status = run(argv, &out);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d: %s", status, out);
+    cr_expect_not_null(strstr(out, "usage: modgate --module NAME"), "%s", out);
+    cr_expect_not_null(strstr(out, " hello"), "the modules are listed: %s", out);
+    free(out);
+}
+
 /* Numbers given on the command line or in the environment are digits, or
  * refused: not read as far as they go ("2x" as 2, "abc" as 0). */
 Test(lifecycle, numeric_arguments_are_digits_or_refused)
