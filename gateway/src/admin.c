@@ -168,18 +168,29 @@ static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *j
     return send_text(c, status, "application/json", body, len + 1);
 }
 
-static enum MHD_Result send_error(struct MHD_Connection *c, int status, const char *cause,
-                                  const char *msg, const char *module)
+/* An admin error: the JSON body, and one more header when `hname` is set
+ * (WWW-Authenticate for a 401, Allow for a 405). */
+static enum MHD_Result send_error_with(struct MHD_Connection *c, int status, const char *cause,
+                                       const char *msg, const char *module, const char *hname,
+                                       const char *hvalue)
 {
     uint64_t len;
     struct MHD_Response *r = gw_error_response(msg, module, 0, cause, "-", &len);
     if (r == NULL)
         return MHD_NO;
-    if (status == 401)
-        MHD_add_response_header(r, "WWW-Authenticate", "Bearer realm=\"modgate admin\"");
+    if (hname != NULL && MHD_add_response_header(r, hname, hvalue) != MHD_YES) {
+        MHD_destroy_response(r);
+        return MHD_NO;
+    }
     enum MHD_Result ok = MHD_queue_response(c, (unsigned)status, r);
     MHD_destroy_response(r);
     return ok;
+}
+
+static enum MHD_Result send_error(struct MHD_Connection *c, int status, const char *cause,
+                                  const char *msg, const char *module)
+{
+    return send_error_with(c, status, cause, msg, module, NULL, NULL);
 }
 
 /* The most lines /-/modules/NAME/log returns; a larger count is read as
@@ -219,17 +230,9 @@ static enum MHD_Result send_405(struct MHD_Connection *c, const char *method, co
     char *msg = NULL;
     if (asprintf(&msg, "%s is not allowed on %s (allowed: %s)", method, url, allow) < 0)
         return MHD_NO;
-    uint64_t len;
-    struct MHD_Response *r = gw_error_response(msg, module, 0, "method_not_allowed", "-", &len);
+    enum MHD_Result ok =
+        send_error_with(c, 405, "method_not_allowed", msg, module, "Allow", allow);
     free(msg);
-    if (r == NULL)
-        return MHD_NO;
-    if (MHD_add_response_header(r, "Allow", allow) != MHD_YES) {
-        MHD_destroy_response(r);
-        return MHD_NO;
-    }
-    enum MHD_Result ok = MHD_queue_response(c, 405, r);
-    MHD_destroy_response(r);
     return ok;
 }
 
@@ -264,7 +267,8 @@ static enum MHD_Result handle(struct gw_admin *a, struct MHD_Connection *c, cons
     if (status != 0)
         return send_text(c, status, ctype, (char *)body, strlen(body));
     if (!authorized(gw, c))
-        return send_error(c, 401, "unauthorized", "admin token required", NULL);
+        return send_error_with(c, 401, "unauthorized", "admin token required", NULL,
+                               "WWW-Authenticate", "Bearer realm=\"modgate admin\"");
 
     bool get = is_read(method);
     if (strcmp(url, "/-/modules") == 0) {

@@ -607,6 +607,9 @@ Test(supervision, admin_api_modules_log_and_token)
     struct http_resp r;
     cr_assert_eq(http_get(gwp_admin_url(&g, "/-/modules"), &r), 0);
     cr_expect_eq(r.status, 401);
+    const char *challenge = http_header(&r, "WWW-Authenticate");
+    cr_expect(challenge != NULL && strncmp(challenge, "Bearer ", 7) == 0, "a 401 says how: %s",
+              challenge ? challenge : "(none)");
     http_free(&r);
     cr_expect_eq(status_of(gwp_admin_url(&g, "/-/healthz")), 200, "healthz needs no token");
     cr_expect_eq(status_of(gwp_admin_url(&g, "/-/readyz")), 200);
