@@ -375,7 +375,8 @@ static size_t on_write(char *data, size_t size, size_t n, void *userp)
             r->piece_count++;
         }
     }
-    gw_req_idle_restart(r); /* the module is not silent */
+    if (r->stream_mode)
+        gw_req_idle_restart(r); /* the module is not silent */
     if (r->reader_waiting)
         gw_req_resume(r);
     return len;
