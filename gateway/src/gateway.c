@@ -450,11 +450,9 @@ int mg_gateway_main(int argc, char **argv)
 
     fit_fd_limit(&gw.cfg);
     curl_global_init(CURL_GLOBAL_DEFAULT);
-    int exit_code = 1;
-
     /* A log directory that cannot be made or written is a bad value of
      * log_dir, as an unusable listen address is one of listen. */
-    exit_code = 2;
+    int exit_code = 2;
     if ((rc = mkdir_p(gw.cfg.log_dir)) != 0) {
         snprintf(why, sizeof(why), "cannot create %s: %s", gw.cfg.log_dir, strerror(-rc));
         value_error(config_path, log_key, why);
