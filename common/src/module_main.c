@@ -16,18 +16,6 @@
 #include "registry.h"
 #include "runtime.h"
 
-static int parse_ulong(const char *s, unsigned long long max, unsigned long long *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    /* Digits only: strtoull would also take blanks, a sign and "-1". */
-    if (s[0] < '0' || s[0] > '9' || errno != 0 || *end != '\0' || v > max)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 /* True if the option name a[0..alen) is `opt`. */
 static bool is_opt(const char *a, size_t alen, const char *opt)
 {
@@ -81,13 +69,13 @@ int mg_module_main(int argc, char **argv)
             o.listen = v;
         else if (is_opt(a, alen, "--log-file"))
             o.log_path = v;
-        else if (is_opt(a, alen, "--ready-fd") && parse_ulong(v, 1 << 20, &n) == 0)
+        else if (is_opt(a, alen, "--ready-fd") && mg__parse_ulong(v, 1 << 20, &n) == 0)
             o.ready_fd = (int)n;
-        else if (is_opt(a, alen, "--parent-pid") && parse_ulong(v, 1u << 30, &n) == 0)
+        else if (is_opt(a, alen, "--parent-pid") && mg__parse_ulong(v, 1u << 30, &n) == 0)
             o.parent_pid = (pid_t)n;
-        else if (is_opt(a, alen, "--max-body-bytes") && parse_ulong(v, SIZE_MAX / 2, &n) == 0)
+        else if (is_opt(a, alen, "--max-body-bytes") && mg__parse_ulong(v, SIZE_MAX / 2, &n) == 0)
             o.max_body = (size_t)n;
-        else if (is_opt(a, alen, "--incarnation") && parse_ulong(v, UINT32_MAX, &n) == 0)
+        else if (is_opt(a, alen, "--incarnation") && mg__parse_ulong(v, UINT32_MAX, &n) == 0)
             incarnation = n;
         else {
             bad = a;
@@ -104,7 +92,7 @@ int mg_module_main(int argc, char **argv)
         return usage(why, bad);
     const char *ka = getenv("MODGATE_KEEPALIVE_S");
     unsigned long long n;
-    if (ka != NULL && parse_ulong(ka, 86400, &n) == 0 && n > 0)
+    if (ka != NULL && mg__parse_ulong(ka, 86400, &n) == 0 && n > 0)
         o.keepalive_s = (unsigned)n;
     else if (ka != NULL)
         mg_log(MG_LOG_WARN, "MODGATE_KEEPALIVE_S=%s is not a number of seconds from 1 to 86400; "

@@ -2,6 +2,7 @@
 
 #include <microhttpd.h>
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -230,6 +231,18 @@ const char *mg__reason(int status)
     case 504: return "Gateway Timeout";
     default: return "Unknown";
     }
+}
+
+int mg__parse_ulong(const char *s, unsigned long long max, unsigned long long *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    /* Digits only: strtoull would also take blanks, a sign and "-1". */
+    if (s[0] < '0' || s[0] > '9' || errno != 0 || *end != '\0' || v > max)
+        return -1;
+    *out = v;
+    return 0;
 }
 
 bool mg__http_token(const char *s, size_t n)

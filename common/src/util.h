@@ -50,6 +50,10 @@ char *mg__buf_steal(struct mg_buf *b, size_t *len);
  * escapes are kept as they are. */
 char *mg__percent_decode(const char *src, size_t len, bool plus);
 
+/* A number given on a command line or in the environment: decimal digits
+ * only (no blank, sign or "-1"), at most `max`. 0 and *out, or -1. */
+int mg__parse_ulong(const char *s, unsigned long long max, unsigned long long *out);
+
 /* Whether the n bytes at s are an HTTP token (RFC 9110 §5.6.2), as a
  * method or a header name must be. */
 bool mg__http_token(const char *s, size_t n);

@@ -29,6 +29,7 @@
 #include "registry.h"
 #include "rundir.h"
 #include "supervisor.h"
+#include "util.h"
 
 #ifndef MODGATE_VERSION
 #define MODGATE_VERSION "0.0.0"
@@ -313,11 +314,9 @@ static unsigned loop_count(void)
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     const char *env = getenv("MODGATE_LOOPS");
     if (env != NULL) {
-        char *end;
-        errno = 0;
-        long v = strtol(env, &end, 10);
-        if (env[0] >= '0' && env[0] <= '9' && *end == '\0' && errno == 0 && v >= 1 && v <= 64)
-            n = v;
+        unsigned long long v;
+        if (mg__parse_ulong(env, 64, &v) == 0 && v >= 1)
+            n = (long)v;
         else
             fprintf(stderr, "modgate: warning: MODGATE_LOOPS=%s is not a number from 1 to 64; "
                     "using %ld\n", env, n < 1 ? 1 : n > 64 ? 64 : n);

@@ -203,3 +203,16 @@ Test(syntax, only_chunked_is_decoded)
     cr_expect(!gw_te_is_chunked("chunkedx"));
     cr_expect(!gw_te_is_chunked(""));
 }
+
+Test(syntax, numbers_from_the_command_line_are_digits_only)
+{
+    unsigned long long v = 7;
+    cr_expect_eq(mg__parse_ulong("0", 10, &v), 0);
+    cr_expect_eq(v, 0);
+    cr_expect_eq(mg__parse_ulong("64", 64, &v), 0);
+    cr_expect_eq(v, 64);
+    const char *bad[] = { "", "65", "-1", "+5", " 5", "5 ", "2x", "abc", "0x10",
+                          "99999999999999999999999" };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_expect_eq(mg__parse_ulong(bad[i], 64, &v), -1, "\"%s\" was taken", bad[i]);
+}
