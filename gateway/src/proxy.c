@@ -1097,6 +1097,15 @@ static void new_request_id(struct request *r)
     r->id[32] = '\0';
 }
 
+/* A request answered before the handler saw it (a head too slow, one
+ * libmicrohttpd refused): what its access-log line needs, method "-". */
+static void name_unhandled(struct request *r)
+{
+    r->method = "-";
+    new_request_id(r);
+    client_address(r);
+}
+
 /* True if the route the request matched is a WebSocket one (MG_WS). A
  * handshake on any other route is forwarded as the plain request it also
  * is (Upgrade and Connection are hop-by-hop), and answered as such: the
@@ -1313,11 +1322,8 @@ static bool answered_by_mhd(struct request *r, struct MHD_Connection *conn)
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_HTTP_STATUS);
     if (ci == NULL || ci->http_status == 0)
         return false;
-    if (r->method == NULL) { /* it never reached the handler */
-        r->method = "-";
-        new_request_id(r);
-        client_address(r);
-    }
+    if (r->method == NULL) /* it never reached the handler */
+        name_unhandled(r);
     r->final_status = (int)ci->http_status;
     switch (r->final_status) {
     case MHD_HTTP_REQUEST_HEADER_FIELDS_TOO_LARGE: r->cause = "headers_too_large"; break;
@@ -1465,9 +1471,7 @@ void gw_proxy_fd_event(struct gw_loop *l, int fd, int kind, uint32_t events)
  * closes. As nginx's client_header_timeout. */
 static void head_timed_out(struct request *r, unsigned timeout_ms)
 {
-    new_request_id(r);
-    client_address(r);
-    r->method = "-";
+    name_unhandled(r);
     r->cause = "timeout_head";
     r->final_status = 408;
     r->answered_raw = true;
