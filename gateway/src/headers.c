@@ -17,6 +17,21 @@ bool gw_header_is_hop_by_hop(const char *name, size_t len)
     return len >= 6 && strncasecmp(name, "proxy-", 6) == 0;
 }
 
+bool gw_header_not_forwarded(const char *name, size_t len, const char *connection,
+                             bool has_authority)
+{
+    if (gw_header_is_hop_by_hop(name, len) || gw_header_in_connection(connection, name, len))
+        return true;
+    static const struct { const char *name; size_t len; } replaced[] = {
+        { "content-length", 14 }, { "expect", 6 }, { "x-forwarded-for", 15 },
+        { "x-forwarded-proto", 17 }, { "x-request-id", 12 },
+    };
+    for (size_t i = 0; i < sizeof(replaced) / sizeof(replaced[0]); i++)
+        if (len == replaced[i].len && strncasecmp(name, replaced[i].name, len) == 0)
+            return true;
+    return has_authority && len == 4 && strncasecmp(name, "host", 4) == 0;
+}
+
 bool gw_header_in_connection(const char *connection, const char *name, size_t len)
 {
     if (connection == NULL)

@@ -16,6 +16,15 @@ bool gw_header_is_hop_by_hop(const char *name, size_t len);
  * header value (those headers are hop-by-hop too). */
 bool gw_header_in_connection(const char *connection, const char *name, size_t len);
 
+/* True for a client request header that is not passed on to the module
+ * as it came: a hop-by-hop one (or one `connection` names), one the
+ * gateway sets itself (X-Forwarded-For, X-Forwarded-Proto, X-Request-Id),
+ * the body's framing and Expect (the way to the module frames and answers
+ * them itself), and Host when an absolute-form target's authority
+ * replaces it. Shared by forwarded requests and WebSocket handshakes. */
+bool gw_header_not_forwarded(const char *name, size_t len, const char *connection,
+                             bool has_authority);
+
 /* True for an acceptable client-supplied X-Request-Id: 1 to 128 visible
  * ASCII characters other than '"' and '\\' (it is echoed into JSON and
  * logs). */

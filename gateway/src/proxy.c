@@ -504,16 +504,8 @@ static enum MHD_Result add_request_header(void *cls, enum MHD_ValueKind kind, co
 {
     (void)kind;
     struct hdr_pass *p = cls;
-    size_t nlen = strlen(name);
-    if (gw_header_is_hop_by_hop(name, nlen) || gw_header_in_connection(p->connection, name, nlen))
+    if (gw_header_not_forwarded(name, strlen(name), p->connection, p->authority != NULL))
         return MHD_YES;
-    /* curl frames the body itself; we set the forwarding headers. */
-    if (strcasecmp(name, "Content-Length") == 0 || strcasecmp(name, "Expect") == 0 ||
-        strcasecmp(name, "X-Forwarded-For") == 0 || strcasecmp(name, "X-Forwarded-Proto") == 0 ||
-        strcasecmp(name, "X-Request-Id") == 0)
-        return MHD_YES;
-    if (p->authority != NULL && strcasecmp(name, "Host") == 0)
-        return MHD_YES; /* the absolute-form target's authority replaces it */
     if (strcasecmp(name, "Accept") == 0)
         p->has_accept = true;
     if (strcasecmp(name, "Content-Type") == 0)

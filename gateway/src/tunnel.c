@@ -54,13 +54,9 @@ static enum MHD_Result add_header(void *cls, enum MHD_ValueKind kind, const char
 {
     (void)kind;
     struct head_ctx *h = cls;
-    size_t n = strlen(name);
     /* Upgrade and Connection belong to the handshake itself (set below);
      * the other hop-by-hop headers stay here, as for any request. */
-    if (gw_header_is_hop_by_hop(name, n) || gw_header_in_connection(h->connection, name, n) ||
-        strcasecmp(name, "X-Forwarded-For") == 0 || strcasecmp(name, "X-Forwarded-Proto") == 0 ||
-        strcasecmp(name, "X-Request-Id") == 0 || strcasecmp(name, "Content-Length") == 0 ||
-        (h->authority != NULL && strcasecmp(name, "Host") == 0))
+    if (gw_header_not_forwarded(name, strlen(name), h->connection, h->authority != NULL))
         return MHD_YES;
     if (mg__buf_printf(h->b, "%s: %s\r\n", name, value ? value : "") != 0)
         h->failed = true;

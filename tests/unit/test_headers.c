@@ -216,3 +216,18 @@ Test(syntax, numbers_from_the_command_line_are_digits_only)
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         cr_expect_eq(mg__parse_ulong(bad[i], 64, &v), -1, "\"%s\" was taken", bad[i]);
 }
+
+Test(hop_by_hop, what_a_request_does_not_forward)
+{
+    const char *dropped[] = { "Connection", "keep-alive", "TE", "Upgrade", "Proxy-Authorization",
+                              "Content-Length", "expect", "X-Forwarded-For", "x-forwarded-proto",
+                              "X-Request-Id", "X-Named" };
+    for (size_t i = 0; i < sizeof(dropped) / sizeof(dropped[0]); i++)
+        cr_expect(gw_header_not_forwarded(dropped[i], strlen(dropped[i]), "close, x-named", false),
+                  "%s was forwarded", dropped[i]);
+    const char *kept[] = { "Host", "Accept", "Content-Type", "X-Forwarded-Host", "Cookie" };
+    for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++)
+        cr_expect(!gw_header_not_forwarded(kept[i], strlen(kept[i]), "close, x-named", false),
+                  "%s was dropped", kept[i]);
+    cr_expect(gw_header_not_forwarded("host", 4, NULL, true), "an authority replaces Host");
+}
