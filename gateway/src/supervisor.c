@@ -340,22 +340,27 @@ static void end_orphans(struct gw_supervisor *s)
 {
     DIR *tasks = opendir("/proc/self/task");
     struct dirent *t;
+    struct mg_buf list;
+    mg__buf_init(&list, 16u << 20);
     while (tasks != NULL && (t = readdir(tasks)) != NULL) {
         if (t->d_name[0] < '0' || t->d_name[0] > '9')
             continue;
-        char path[64], list[4096];
+        char path[64];
         snprintf(path, sizeof(path), "/proc/self/task/%.16s/children", t->d_name);
         int fd = open(path, O_RDONLY | O_CLOEXEC);
         if (fd < 0)
             continue;
-        /* A list longer than the buffer is finished at the next exit. */
-        ssize_t n = read(fd, list, sizeof(list) - 1);
+        /* The whole list, then a NUL; none at all rather than a cut one
+         * (a cut number is another pid). */
+        list.len = 0;
+        ssize_t n = 0;
+        while (mg__buf_reserve(&list, 4096) == 0 &&
+               (n = read(fd, list.data + list.len, 4096)) > 0)
+            list.len += (size_t)n;
         close(fd);
-        list[n > 0 ? n : 0] = '\0';
-        char *end = strrchr(list, ' ');
-        if (n == (ssize_t)sizeof(list) - 1 && end != NULL)
-            *end = '\0'; /* the last number may be cut */
-        for (char *p = list, *next; *p != '\0'; p = next) {
+        if (n != 0 || mg__buf_append(&list, "", 1) != 0)
+            continue;
+        for (char *p = list.data, *next; *p != '\0'; p = next) {
             long pid = strtol(p, &next, 10);
             if (next == p)
                 break;
@@ -370,6 +375,7 @@ static void end_orphans(struct gw_supervisor *s)
             waitid(P_PID, (id_t)pid, &si, WEXITED | WNOHANG);
         }
     }
+    mg__buf_free(&list);
     if (tasks != NULL)
         closedir(tasks);
 }
