@@ -261,6 +261,16 @@ static void reopen_log(const char *path)
     close(fd);
 }
 
+/* Waits for one of `set` (for ever when timeout is NULL): SIGHUP reopens
+ * the log; returns SIGTERM or SIGINT when one came, else 0. */
+static int stop_signal(const sigset_t *set, const struct timespec *timeout, const char *log_path)
+{
+    int sig = timeout ? sigtimedwait(set, NULL, timeout) : sigwaitinfo(set, NULL);
+    if (sig == SIGHUP)
+        reopen_log(log_path);
+    return sig == SIGTERM || sig == SIGINT ? sig : 0;
+}
+
 /* Run alone, the module removes the Unix socket it made; under the
  * gateway, the gateway does. */
 static void remove_own_socket(const struct mg_serve_opts *opts)
@@ -364,15 +374,8 @@ int mg__serve(const mg_module *module, const struct mg_serve_opts *opts)
         fflush(stdout);
     }
 
-    for (;;) {
-        int sig = sigwaitinfo(&set, NULL);
-        if (sig == SIGHUP) {
-            reopen_log(opts->log_path);
-            continue;
-        }
-        if (sig == SIGTERM || sig == SIGINT)
-            break;
-    }
+    while (stop_signal(&set, NULL, opts->log_path) == 0)
+        ;
 
     /* Stop accepting, then let in-flight requests and handlers finish;
      * the gateway SIGKILLs us if that takes longer than its stop timeout. */
@@ -386,10 +389,7 @@ int mg__serve(const mg_module *module, const struct mg_serve_opts *opts)
      * once, as the gateway's SIGKILL does after its stop timeout. */
     const struct timespec tick = { .tv_nsec = 10 * 1000 * 1000 };
     while (atomic_load(&active_requests) > 0 || atomic_load(&active_handlers) > 0) {
-        int sig = sigtimedwait(&set, NULL, &tick);
-        if (sig == SIGHUP) {
-            reopen_log(opts->log_path);
-        } else if (sig == SIGTERM || sig == SIGINT) {
+        if (stop_signal(&set, &tick, opts->log_path) != 0) {
             mg_log(MG_LOG_WARN, "stopping now: %ld requests and %ld handlers not finished",
                    (long)atomic_load(&active_requests), (long)atomic_load(&active_handlers));
             remove_own_socket(opts);
