@@ -405,7 +405,7 @@ bool gwp_wait_state(const struct gwp *g, const char *module, const char *state, 
     return false;
 }
 
-static size_t on_body(char *p, size_t size, size_t n, void *userp)
+size_t http_collect(char *p, size_t size, size_t n, void *userp)
 {
     struct http_resp *r = userp;
     size_t len = size * n;
@@ -452,7 +452,7 @@ int http_do(const struct http_req *q, struct http_resp *r)
     curl_easy_setopt(e, CURLOPT_PROXY, "");
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, q->timeout_ms ? q->timeout_ms : 10000L);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, hdrs);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_collect);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, r);
@@ -478,6 +478,61 @@ int http_get(const char *url, struct http_resp *r)
 {
     struct http_req q = { .url = url };
     return http_do(&q, r);
+}
+
+long http_status(const char *url)
+{
+    struct http_resp r;
+    long s = http_get(url, &r) == 0 ? r.status : -1;
+    http_free(&r);
+    return s;
+}
+
+json_t *gwp_module_info(const struct gwp *g, const char *name)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "/-/modules/%s", name);
+    struct http_resp r;
+    cr_assert_eq(http_get(gwp_admin_url(g, path), &r), 0);
+    cr_assert_eq(r.status, 200, "%s", r.body);
+    json_t *j = json_loads(r.body, 0, NULL);
+    cr_assert_not_null(j, "%s", r.body);
+    http_free(&r);
+    return j;
+}
+
+int gwp_log_count(const struct gwp *g, const char *name, const char *needle)
+{
+    char *s = gwp_log(g, name);
+    int n = 0;
+    for (const char *p = s; (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    free(s);
+    return n;
+}
+
+int count_zombies(pid_t parent)
+{
+    DIR *d = opendir("/proc");
+    struct dirent *e;
+    int n = 0;
+    while (d != NULL && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] < '0' || e->d_name[0] > '9')
+            continue;
+        char path[300];
+        snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
+        char *s = read_file(path, NULL);
+        const char *p = s ? strrchr(s, ')') : NULL;
+        char state = 0;
+        int ppid = 0;
+        if (p != NULL && sscanf(p + 2, "%c %d", &state, &ppid) == 2 && ppid == parent &&
+            state == 'Z')
+            n++;
+        free(s);
+    }
+    if (d != NULL)
+        closedir(d);
+    return n;
 }
 
 void *http_get_thread(void *arg)

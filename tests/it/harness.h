@@ -7,6 +7,7 @@
 #define MG_TEST_HARNESS_H
 
 #include <curl/curl.h>
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -43,6 +44,11 @@ const char *gwp_url(const struct gwp *g, const char *path);
 const char *gwp_admin_url(const struct gwp *g, const char *path);
 /* The content of DIR/logs/NAME (caller frees), "" if missing. */
 char *gwp_log(const struct gwp *g, const char *name);
+/* How many times `needle` occurs in the log dir's file `name`. */
+int gwp_log_count(const struct gwp *g, const char *name, const char *needle);
+/* GET /-/modules/NAME on the admin listener, as JSON (caller decrefs);
+ * fails the test unless it answers 200 with JSON. */
+json_t *gwp_module_info(const struct gwp *g, const char *name);
 /* Polls until `name` in the log dir contains `needle` (up to ms). */
 bool gwp_wait_log(const struct gwp *g, const char *name, const char *needle, int ms);
 /* The pid of a module's live process, from the admin API; 0 if none. */
@@ -71,6 +77,11 @@ struct http_req {
 int http_do(const struct http_req *req, struct http_resp *resp);
 /* GET shortcut. */
 int http_get(const char *url, struct http_resp *resp);
+/* The status of a GET of url, -1 if no answer came. */
+long http_status(const char *url);
+/* A CURLOPT_WRITEFUNCTION that appends to the http_resp given as
+ * CURLOPT_WRITEDATA (body NUL-terminated, len counted). */
+size_t http_collect(char *p, size_t size, size_t n, void *userp);
 /* A GET run on a thread of its own: pthread_create(&t, NULL,
  * http_get_thread, &call), then pthread_join and call.r. */
 struct http_call {
@@ -106,6 +117,8 @@ long rss_kb(pid_t pid);
 long cpu_ms(pid_t pid);
 /* The number of open descriptors of a process, -1 if it is gone. */
 int count_fds(pid_t pid);
+/* The number of zombie children of `parent`. */
+int count_zombies(pid_t parent);
 /* True if process `pid` is gone or a zombie. */
 bool process_dead(pid_t pid);
 /* Reads a whole file (caller frees), NULL if missing. */

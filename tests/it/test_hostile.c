@@ -41,22 +41,9 @@ static void start(struct gwp *g, const char *hostile_extra, const char *restart)
                  g->out);
 }
 
-static json_t *module_info(const struct gwp *g, const char *name)
-{
-    char path[128];
-    snprintf(path, sizeof(path), "/-/modules/%s", name);
-    struct http_resp r;
-    cr_assert_eq(http_get(gwp_admin_url(g, path), &r), 0);
-    cr_assert_eq(r.status, 200, "%s", r.body);
-    json_t *j = json_loads(r.body, 0, NULL);
-    cr_assert_not_null(j, "%s", r.body);
-    http_free(&r);
-    return j;
-}
-
 static long info_int(const struct gwp *g, const char *name, const char *key)
 {
-    json_t *j = module_info(g, name);
+    json_t *j = gwp_module_info(g, name);
     long v = (long)json_integer_value(json_object_get(j, key));
     json_decref(j);
     return v;
@@ -65,19 +52,11 @@ static long info_int(const struct gwp *g, const char *name, const char *key)
 /* The module's last_exit (caller frees). */
 static char *last_exit(const struct gwp *g, const char *name)
 {
-    json_t *j = module_info(g, name);
+    json_t *j = gwp_module_info(g, name);
     const char *s = json_string_value(json_object_get(j, "last_exit"));
     char *copy = strdup(s ? s : "");
     json_decref(j);
     return copy;
-}
-
-static long status_of(const char *url)
-{
-    struct http_resp r;
-    long s = http_get(url, &r) == 0 ? r.status : -1;
-    http_free(&r);
-    return s;
 }
 
 static void admin_restart(const struct gwp *g, const char *name)
@@ -143,30 +122,6 @@ static void kill_leftover(pid_t pid)
         kill(pid, SIGKILL);
 }
 
-static int count_zombies(pid_t parent)
-{
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    int n = 0;
-    while (d != NULL && (e = readdir(d)) != NULL) {
-        if (e->d_name[0] < '0' || e->d_name[0] > '9')
-            continue;
-        char path[300];
-        snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
-        char *s = read_file(path, NULL);
-        const char *p = s ? strrchr(s, ')') : NULL;
-        char state = 0;
-        int ppid = 0;
-        if (p != NULL && sscanf(p + 2, "%c %d", &state, &ppid) == 2 && ppid == parent &&
-            state == 'Z')
-            n++;
-        free(s);
-    }
-    if (d != NULL)
-        closedir(d);
-    return n;
-}
-
 /* SIGTERM to the gateway; expects exit 0 within `ms`. */
 static void stop_within(struct gwp *g, int ms)
 {
@@ -214,7 +169,7 @@ static void signals_case(const char *mode)
     pid_t pid2 = wait_new_incarnation(&g, pid1, 5000);
     cr_expect(wait_dead(pid1, 3000), "the replaced process %d still runs", (int)pid1);
     cr_expect_eq(info_int(&g, "hostile", "pid"), pid2);
-    cr_expect_eq(status_of(gwp_url(&g, "/hello/x")), 200);
+    cr_expect_eq(http_status(gwp_url(&g, "/hello/x")), 200);
     cr_expect_eq(count_zombies(g.pid), 0);
     /* The gateway's own stop: exit 0, within its stop timeout and a margin. */
     stop_within(&g, 4000);
@@ -242,13 +197,13 @@ Test(hostile, a_frozen_module_is_found_hung_and_a_stop_still_ends_it)
     struct gwp g;
     start(&g, NULL, NULL);
     pid_t pid1 = gwp_module_pid(&g, "hostile");
-    cr_expect_eq(status_of(gwp_url(&g, "/hostile/freeze")), 200);
+    cr_expect_eq(http_status(gwp_url(&g, "/hostile/freeze")), 200);
     pid_t pid2 = wait_new_incarnation(&g, pid1, 8000);
     cr_expect(wait_dead(pid1, 2000));
     cr_expect(gwp_wait_log(&g, "gateway.log", "missed health probes (hung)", 2000));
-    cr_expect_eq(status_of(gwp_url(&g, "/hello/x")), 200);
+    cr_expect_eq(http_status(gwp_url(&g, "/hello/x")), 200);
     /* Frozen again, then the gateway stops before the probes notice. */
-    cr_expect_eq(status_of(gwp_url(&g, "/hostile/freeze")), 200);
+    cr_expect_eq(http_status(gwp_url(&g, "/hostile/freeze")), 200);
     usleep(200 * 1000);
     stop_within(&g, 4000);
     cr_expect(wait_dead(pid2, 1000), "pid %d outlived the gateway", (int)pid2);
@@ -300,7 +255,7 @@ Test(hostile, processes_a_module_forked_die_with_it_when_it_crashes)
     pid_t pid1 = gwp_module_pid(&g, "hostile");
     pid_t pids[NFORKS];
     fork_all(&g, pids);
-    cr_expect_eq(status_of(gwp_url(&g, "/hostile/crash")), 502);
+    cr_expect_eq(http_status(gwp_url(&g, "/hostile/crash")), 502);
     wait_new_incarnation(&g, pid1, 5000);
     expect_all_gone(pids, "a crash");
     cr_expect_eq(count_zombies(g.pid), 0);
@@ -318,7 +273,7 @@ Test(hostile, processes_a_module_forked_die_with_it_on_an_admin_restart)
     wait_new_incarnation(&g, pid1, 5000);
     cr_expect(wait_dead(pid1, 3000));
     expect_all_gone(pids, "an admin restart");
-    cr_expect_eq(status_of(gwp_url(&g, "/hostile/ok")), 200);
+    cr_expect_eq(http_status(gwp_url(&g, "/hostile/ok")), 200);
     cr_expect_eq(count_zombies(g.pid), 0);
     finish(&g);
 }
@@ -371,7 +326,7 @@ static void *load_thread(void *arg)
     struct load *l = arg;
     while (!atomic_load(&l->stop)) {
         long t0 = ms_now();
-        long s = status_of(l->url);
+        long s = http_status(l->url);
         long took = ms_now() - t0;
         if (took > atomic_load(&l->worst_ms))
             atomic_store(&l->worst_ms, took);
@@ -413,7 +368,7 @@ Test(hostile, a_log_flood_stalls_nothing_and_the_crash_report_stays_short)
     pthread_t t;
     pthread_create(&t, NULL, load_thread, &l);
     /* Megabytes a second from a thread and from a handler at once. */
-    cr_expect_eq(status_of(gwp_url(&g, "/hostile/flood_thread?mb=64")), 200);
+    cr_expect_eq(http_status(gwp_url(&g, "/hostile/flood_thread?mb=64")), 200);
     struct http_req q = { .url = gwp_url(&g, "/hostile/flood?mb=32"), .timeout_ms = 60000 };
     struct http_resp r;
     cr_expect_eq(http_do(&q, &r), 0);
@@ -423,7 +378,7 @@ Test(hostile, a_log_flood_stalls_nothing_and_the_crash_report_stays_short)
     admin_restart(&g, "hello");
     cr_expect(gwp_wait_log(&g, "gateway.log", "module hello: admin restart", 2000));
     /* Crash it while the thread may still flood. */
-    cr_expect_eq(status_of(gwp_url(&g, "/hostile/crash")), 502);
+    cr_expect_eq(http_status(gwp_url(&g, "/hostile/crash")), 502);
     wait_new_incarnation(&g, pid1, 5000);
     atomic_store(&l.stop, true);
     pthread_join(t, NULL);
@@ -447,13 +402,13 @@ Test(hostile, garbage_on_stdout_and_stderr_before_ready_is_harmless)
 {
     struct gwp g;
     start(&g, ", \"env\": {\"HOSTILE_STARTUP_MB\": \"8\"}", NULL);
-    cr_expect_eq(status_of(gwp_url(&g, "/hostile/ok")), 200);
+    cr_expect_eq(http_status(gwp_url(&g, "/hostile/ok")), 200);
     pid_t pid1 = gwp_module_pid(&g, "hostile");
     struct stat before;
     char path[400];
     snprintf(path, sizeof(path), "%s/gateway.log", g.logdir);
     cr_assert_eq(stat(path, &before), 0);
-    cr_expect_eq(status_of(gwp_url(&g, "/hostile/crash")), 502);
+    cr_expect_eq(http_status(gwp_url(&g, "/hostile/crash")), 502);
     wait_new_incarnation(&g, pid1, 10000);
     cr_assert(gwp_wait_log(&g, "gateway.log", "SIGABRT", 2000));
     struct stat after;
@@ -461,7 +416,7 @@ Test(hostile, garbage_on_stdout_and_stderr_before_ready_is_harmless)
     /* Five short lines quoted, never the 16 MiB line of garbage. */
     cr_expect_lt(after.st_size - before.st_size, 64 * 1024, "gateway.log grew by %ld bytes",
                  (long)(after.st_size - before.st_size));
-    cr_expect_eq(status_of(gwp_url(&g, "/hello/x")), 200);
+    cr_expect_eq(http_status(gwp_url(&g, "/hello/x")), 200);
     finish(&g);
 }
 
@@ -469,8 +424,8 @@ Test(hostile, a_module_that_duplicates_fd_3_starts_normally)
 {
     struct gwp g;
     start(&g, ", \"env\": {\"HOSTILE_FD3\": \"dup\"}", NULL);
-    cr_expect_eq(status_of(gwp_url(&g, "/hostile/ok")), 200);
-    json_t *j = module_info(&g, "hostile");
+    cr_expect_eq(http_status(gwp_url(&g, "/hostile/ok")), 200);
+    json_t *j = gwp_module_info(&g, "hostile");
     cr_expect_str_eq(json_string_value(json_object_get(j, "state")), "ready");
     json_decref(j);
     finish(&g);
@@ -491,7 +446,7 @@ static void never_ready_case(const char *env, const char *in_tail)
              " \"max_restarts\": 2, \"window_s\": 60}}", extra);
     struct gwp g;
     cr_assert_eq(gwp_start_bin(&g, MODGATE_HOSTILEGW, cfg, NULL), 0, "%s", g.out);
-    cr_expect_eq(status_of(gwp_url(&g, "/hello/x")), 200);
+    cr_expect_eq(http_status(gwp_url(&g, "/hello/x")), 200);
     cr_expect(gwp_wait_state(&g, "hostile", "failed", 10000));
     char *why = last_exit(&g, "hostile");
     cr_expect_not_null(strstr(why, "after not being ready within 600 ms"), "%s", why);
@@ -504,7 +459,7 @@ static void never_ready_case(const char *env, const char *in_tail)
     cr_expect_eq(r.status, 503);
     cr_expect_not_null(http_header(&r, "Retry-After"));
     http_free(&r);
-    cr_expect_eq(status_of(gwp_url(&g, "/hello/x")), 200);
+    cr_expect_eq(http_status(gwp_url(&g, "/hello/x")), 200);
     cr_expect_eq(count_zombies(g.pid), 0);
     finish(&g);
 }
@@ -549,7 +504,7 @@ Test(hostile, a_start_up_hook_crash_loop_ends_failed_and_an_admin_restart_brings
                      " \"max_restarts\": 3, \"window_s\": 60}");
     fd = open(gate, O_CREAT | O_WRONLY, 0600); /* from now on every start crashes */
     close(fd);
-    cr_expect_eq(status_of(gwp_url(&g, "/hostile/crash")), 502);
+    cr_expect_eq(http_status(gwp_url(&g, "/hostile/crash")), 502);
     cr_assert(gwp_wait_state(&g, "hostile", "failed", 10000));
     char *log = gwp_log(&g, "gateway.log");
     const char *p = log;
@@ -566,11 +521,11 @@ Test(hostile, a_start_up_hook_crash_loop_ends_failed_and_an_admin_restart_brings
     cr_expect_eq(info_int(&g, "hostile", "restarts"), 3);
     cr_expect_eq(info_int(&g, "hostile", "pid"), 0);
     expect_503_failed(&g);
-    cr_expect_eq(status_of(gwp_url(&g, "/hello/x")), 200);
+    cr_expect_eq(http_status(gwp_url(&g, "/hello/x")), 200);
     unlink(gate);
     admin_restart(&g, "hostile");
     cr_assert(gwp_wait_state(&g, "hostile", "ready", 5000));
-    cr_expect_eq(status_of(gwp_url(&g, "/hostile/ok")), 200);
+    cr_expect_eq(http_status(gwp_url(&g, "/hostile/ok")), 200);
     cr_expect_eq(info_int(&g, "hostile", "restarts"), 3, "an admin restart is not counted");
     cr_expect_eq(count_zombies(g.pid), 0);
     finish(&g);
@@ -586,7 +541,7 @@ Test(hostile, a_module_crashing_on_every_request_ends_failed_and_comes_back)
         long deadline = ms_now() + 10000;
         int crashes = 0;
         while (ms_now() < deadline) {
-            long s = status_of(gwp_url(&g, "/hostile/crash"));
+            long s = http_status(gwp_url(&g, "/hostile/crash"));
             if (s == 502)
                 crashes++;
             if (s == 503 && gwp_wait_state(&g, "hostile", "failed", 0))
@@ -596,10 +551,10 @@ Test(hostile, a_module_crashing_on_every_request_ends_failed_and_comes_back)
         cr_expect_eq(crashes, 4, "%d crashes before failed", crashes);
         cr_assert(gwp_wait_state(&g, "hostile", "failed", 1000));
         expect_503_failed(&g);
-        cr_expect_eq(status_of(gwp_url(&g, "/hello/x")), 200);
+        cr_expect_eq(http_status(gwp_url(&g, "/hello/x")), 200);
         admin_restart(&g, "hostile");
         cr_assert(gwp_wait_state(&g, "hostile", "ready", 5000));
-        cr_expect_eq(status_of(gwp_url(&g, "/hostile/ok")), 200);
+        cr_expect_eq(http_status(gwp_url(&g, "/hostile/ok")), 200);
         cr_expect_eq(count_zombies(g.pid), 0);
         /* After the first round every loop has its connections made. */
         if (round == 0)
@@ -617,7 +572,7 @@ Test(hostile, a_module_exiting_0_while_idle_is_restarted_and_counted)
     struct gwp g;
     start(&g, NULL, NULL);
     pid_t pid1 = gwp_module_pid(&g, "hostile");
-    cr_expect_eq(status_of(gwp_url(&g, "/hostile/exit_later?ms=300&code=0")), 200);
+    cr_expect_eq(http_status(gwp_url(&g, "/hostile/exit_later?ms=300&code=0")), 200);
     cr_assert(wait_dead(pid1, 3000));
     pid_t pid2 = wait_new_incarnation(&g, pid1, 5000);
     cr_expect_neq(pid2, pid1);
@@ -639,7 +594,7 @@ Test(hostile, memory_a_module_hoards_is_not_the_gateway_s)
 {
     struct gwp g;
     start(&g, NULL, NULL);
-    cr_expect_eq(status_of(gwp_url(&g, "/hello/warm")), 200);
+    cr_expect_eq(http_status(gwp_url(&g, "/hello/warm")), 200);
     long rss0 = rss_kb(g.pid);
     struct load l = { .ok = 0 };
     snprintf(l.url, sizeof(l.url), "%s", gwp_url(&g, "/hello/steady"));
@@ -674,7 +629,7 @@ Test(hostile, a_module_that_stops_accepting_is_found_hung_and_restarted)
     pthread_t t;
     pthread_create(&t, NULL, load_thread, &l);
     for (int i = 0; i < 4; i++) /* the loops' connections to both modules are open */
-        cr_expect_eq(status_of(gwp_url(&g, "/hostile/ok")), 200);
+        cr_expect_eq(http_status(gwp_url(&g, "/hostile/ok")), 200);
     usleep(100 * 1000);
     int fds0 = count_fds(g.pid);
     struct http_resp r;
@@ -691,7 +646,7 @@ Test(hostile, a_module_that_stops_accepting_is_found_hung_and_restarted)
                  atomic_load(&l.bad), atomic_load(&l.last_bad));
     cr_expect_lt(atomic_load(&l.worst_ms), 2000, "hello took %ld ms", atomic_load(&l.worst_ms));
     for (int i = 0; i < 4; i++)
-        cr_expect_eq(status_of(gwp_url(&g, "/hostile/ok")), 200);
+        cr_expect_eq(http_status(gwp_url(&g, "/hostile/ok")), 200);
     usleep(300 * 1000);
     cr_expect_leq(count_fds(g.pid), fds0 + 2, "descriptors: %d before, %d after", fds0,
                   count_fds(g.pid));

@@ -52,17 +52,6 @@ static void read_until(int fd, const char *needle)
     }
 }
 
-/* How many times `needle` occurs in a log of the gateway. */
-static int log_count(const struct gwp *g, const char *name, const char *needle)
-{
-    char *log = gwp_log(g, name);
-    int n = 0;
-    for (const char *p = log; (p = strstr(p, needle)) != NULL; p++)
-        n++;
-    free(log);
-    return n;
-}
-
 /* ---- memory per stream ---------------------------------------------------- */
 
 /* A handler that writes one byte at a time to a client that stops reading
@@ -114,7 +103,7 @@ Test(runtime, a_stream_of_tiny_writes_to_a_stalled_client_holds_little_memory)
         close(fds[i]);
     int ended = 0;
     for (long t0 = ms_now(); ended < N && ms_now() - t0 < 10000; usleep(50 * 1000))
-        ended = log_count(&g, "sdk.log", ": write failed after");
+        ended = gwp_log_count(&g, "sdk.log", ": write failed after");
     cr_expect_eq(ended, N, "%d of %d handlers saw their client go", ended, N);
     gwp_finish(&g);
 }
@@ -265,6 +254,6 @@ Test(runtime, a_burst_of_thousands_of_concurrent_streams_is_all_served)
     free(p);
     cr_expect_eq(served, n, "%d of %d concurrent streams served whole, %d got 502", served, n,
                  refused);
-    cr_expect_eq(log_count(&g, "access.log", " refused"), 0, "module connections refused");
+    cr_expect_eq(gwp_log_count(&g, "access.log", " refused"), 0, "module connections refused");
     gwp_finish(&g);
 }

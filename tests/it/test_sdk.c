@@ -269,17 +269,6 @@ static size_t produce(char *p, size_t size, size_t n, void *userp)
     return len;
 }
 
-static size_t collect(char *p, size_t size, size_t n, void *userp)
-{
-    struct http_resp *r = userp;
-    size_t len = size * n;
-    r->body = realloc(r->body, r->len + len + 1);
-    memcpy(r->body + r->len, p, len);
-    r->len += len;
-    r->body[r->len] = '\0';
-    return len;
-}
-
 /* POSTs `total` pattern bytes to `url`, chunked. */
 static CURLcode upload(const char *url, uint64_t total, struct producer *u, struct http_resp *r)
 {
@@ -294,7 +283,7 @@ static CURLcode upload(const char *url, uint64_t total, struct producer *u, stru
     curl_easy_setopt(e, CURLOPT_READFUNCTION, produce);
     curl_easy_setopt(e, CURLOPT_READDATA, u);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_collect);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(e, CURLOPT_TIMEOUT, 100L);
     CURLcode rc = curl_easy_perform(e);
@@ -739,7 +728,7 @@ Test(sdk, concurrent_requests_each_see_their_own)
         e[i] = curl_easy_init();
         curl_easy_setopt(e[i], CURLOPT_URL, gwp_url(&g, "/sdk/id"));
         curl_easy_setopt(e[i], CURLOPT_HTTPHEADER, h[i]);
-        curl_easy_setopt(e[i], CURLOPT_WRITEFUNCTION, collect);
+        curl_easy_setopt(e[i], CURLOPT_WRITEFUNCTION, http_collect);
         curl_easy_setopt(e[i], CURLOPT_WRITEDATA, &resp[i]);
         curl_easy_setopt(e[i], CURLOPT_TIMEOUT, 30L);
         curl_multi_add_handle(m, e[i]);

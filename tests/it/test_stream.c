@@ -335,17 +335,6 @@ static size_t on_upload(char *p, size_t size, size_t n, void *userp)
     return len;
 }
 
-static size_t collect(char *p, size_t size, size_t n, void *userp)
-{
-    struct http_resp *r = userp;
-    size_t len = size * n;
-    r->body = realloc(r->body, r->len + len + 1);
-    memcpy(r->body + r->len, p, len);
-    r->len += len;
-    r->body[r->len] = '\0';
-    return len;
-}
-
 static CURLcode chunked_upload(const char *url, uint64_t total, struct upload *u,
                                struct http_resp *r)
 {
@@ -361,7 +350,7 @@ static CURLcode chunked_upload(const char *url, uint64_t total, struct upload *u
     curl_easy_setopt(e, CURLOPT_READFUNCTION, on_upload);
     curl_easy_setopt(e, CURLOPT_READDATA, u);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, collect);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_collect);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
     curl_easy_setopt(e, CURLOPT_TIMEOUT, 100L);
     CURLcode rc = curl_easy_perform(e);

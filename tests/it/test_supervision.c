@@ -19,40 +19,19 @@
 
 TestSuite(supervision, .timeout = 120);
 
-static json_t *module_info(const struct gwp *g, const char *name)
-{
-    char path[128];
-    snprintf(path, sizeof(path), "/-/modules/%s", name);
-    struct http_resp r;
-    cr_assert_eq(http_get(gwp_admin_url(g, path), &r), 0);
-    cr_assert_eq(r.status, 200, "%s", r.body);
-    json_t *j = json_loads(r.body, 0, NULL);
-    cr_assert_not_null(j, "%s", r.body);
-    http_free(&r);
-    return j;
-}
-
 static long jint(json_t *o, const char *key)
 {
     return (long)json_integer_value(json_object_get(o, key));
 }
 
-static long status_of(const char *url)
-{
-    struct http_resp r;
-    long s = http_get(url, &r) == 0 ? r.status : -1;
-    http_free(&r);
-    return s;
-}
-
 /* Crashes chaos and waits until it serves again; returns the new pid. */
 static pid_t crash_and_wait(struct gwp *g)
 {
-    long s = status_of(gwp_url(g, "/chaos/crash"));
+    long s = http_status(gwp_url(g, "/chaos/crash"));
     cr_assert_eq(s, 502, "crash answered %ld", s);
     long deadline = ms_now() + 10000;
     while (ms_now() < deadline) {
-        if (status_of(gwp_url(g, "/chaos/slow?ms=0")) == 200)
+        if (http_status(gwp_url(g, "/chaos/slow?ms=0")) == 200)
             return gwp_module_pid(g, "chaos");
         usleep(2000);
     }
@@ -64,13 +43,13 @@ Test(supervision, crash_comes_back_with_a_new_pid_and_incarnation)
 {
     struct gwp g;
     gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
-    json_t *before = module_info(&g, "chaos");
+    json_t *before = gwp_module_info(&g, "chaos");
     cr_expect_str_eq(json_string_value(json_object_get(before, "state")), "ready");
     cr_expect_eq(jint(before, "incarnation"), 1);
     cr_expect_eq(jint(before, "restarts"), 0);
     pid_t pid1 = (pid_t)jint(before, "pid");
     pid_t pid2 = crash_and_wait(&g);
-    json_t *after = module_info(&g, "chaos");
+    json_t *after = gwp_module_info(&g, "chaos");
     cr_expect_neq(pid2, pid1);
     cr_expect_eq(jint(after, "incarnation"), 2);
     cr_expect_eq(jint(after, "restarts"), 1);
@@ -110,7 +89,7 @@ Test(supervision, a_hung_module_is_detected_and_restarted)
     cr_expect_not_null(strstr(log, "hanging on request"), "the log tail is shown: %s", log);
     free(log);
     /* Other modules were not disturbed. */
-    cr_expect_eq(status_of(gwp_url(&g, "/hello/fine")), 200);
+    cr_expect_eq(http_status(gwp_url(&g, "/hello/fine")), 200);
     gwp_finish(&g);
 }
 
@@ -148,13 +127,13 @@ Test(supervision, failed_state_and_an_admin_restart_out_of_it)
     gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
               " \"restart\": {\"max_restarts\": 1, \"backoff_initial_ms\": 10}}");
     crash_and_wait(&g);
-    cr_expect_eq(status_of(gwp_url(&g, "/chaos/crash")), 502);
+    cr_expect_eq(http_status(gwp_url(&g, "/chaos/crash")), 502);
     cr_assert(gwp_wait_state(&g, "chaos", "failed", 3000));
     cr_expect(gwp_wait_log(&g, "gateway.log", "giving up after 1 restarts", 1000));
-    json_t *j = module_info(&g, "chaos");
+    json_t *j = gwp_module_info(&g, "chaos");
     long inc = jint(j, "incarnation"), restarts = jint(j, "restarts");
     json_decref(j);
-    cr_expect_eq(status_of(gwp_url(&g, "/chaos/slow?ms=0")), 503);
+    cr_expect_eq(http_status(gwp_url(&g, "/chaos/slow?ms=0")), 503);
 
     struct http_req q = { .method = "POST", .url = gwp_admin_url(&g, "/-/modules/chaos/restart") };
     struct http_resp r;
@@ -162,8 +141,8 @@ Test(supervision, failed_state_and_an_admin_restart_out_of_it)
     cr_expect_eq(r.status, 202, "%s", r.body);
     http_free(&r);
     cr_assert(gwp_wait_state(&g, "chaos", "ready", 5000));
-    cr_expect_eq(status_of(gwp_url(&g, "/chaos/slow?ms=0")), 200);
-    j = module_info(&g, "chaos");
+    cr_expect_eq(http_status(gwp_url(&g, "/chaos/slow?ms=0")), 200);
+    j = gwp_module_info(&g, "chaos");
     cr_expect_eq(jint(j, "incarnation"), inc + 1);
     cr_expect_eq(jint(j, "restarts"), restarts, "an admin restart is not a failure restart");
     json_decref(j);
@@ -234,7 +213,7 @@ Test(supervision, zero_downtime_admin_restart_under_load)
     cr_expect_gt(atomic_load(&l.ok), 20);
     cr_expect_eq(atomic_load(&l.bad), 0, "%ld failed (last status %ld) of %ld",
                  atomic_load(&l.bad), l.last_bad, atomic_load(&l.ok));
-    json_t *j = module_info(&g, "chaos");
+    json_t *j = gwp_module_info(&g, "chaos");
     cr_expect_eq(jint(j, "incarnation"), 4);
     cr_expect_eq(jint(j, "restarts"), 0);
     json_decref(j);
@@ -275,7 +254,7 @@ Test(supervision, idle_module_connections_that_close_cost_no_cpu)
     usleep(1000 * 1000);
     long used = cpu_ms(g.pid) - before;
     cr_expect(used < 200, "an idle gateway used %ld ms of CPU in 1 s", used);
-    cr_expect_eq(status_of(gwp_url(&g, "/hello/again")), 200);
+    cr_expect_eq(http_status(gwp_url(&g, "/hello/again")), 200);
     gwp_finish(&g);
 }
 
@@ -332,15 +311,15 @@ Test(supervision, a_crash_during_an_admin_restart_leaves_one_process)
     usleep(200 * 1000);
     kill(old, SIGKILL);
     long deadline = ms_now() + 10000;
-    while (status_of(gwp_url(&g, "/flaky/ok")) != 200 && ms_now() < deadline)
+    while (http_status(gwp_url(&g, "/flaky/ok")) != 200 && ms_now() < deadline)
         usleep(20 * 1000);
-    cr_assert_eq(status_of(gwp_url(&g, "/flaky/ok")), 200);
+    cr_assert_eq(http_status(gwp_url(&g, "/flaky/ok")), 200);
     pid_t now = gwp_module_pid(&g, "flaky");
     cr_expect_neq(now, old);
     usleep(1500 * 1000); /* past any backoff and a slow start */
     cr_expect_eq(gwp_module_pid(&g, "flaky"), now);
     cr_expect_eq(count_children(g.pid, "flaky"), 1, "flaky processes running");
-    json_t *j = module_info(&g, "flaky");
+    json_t *j = gwp_module_info(&g, "flaky");
     cr_expect_eq(jint(j, "incarnation"), 2);
     cr_expect_str_eq(json_string_value(json_object_get(j, "state")), "ready");
     json_decref(j);
@@ -367,7 +346,7 @@ Test(supervision, a_failed_admin_restart_leaves_the_old_incarnation_serving)
     cr_assert_eq(http_do(&q, &r), 0);
     cr_expect_eq(r.status, 202);
     http_free(&r);
-    json_t *before = module_info(&g, "flaky");
+    json_t *before = gwp_module_info(&g, "flaky");
     cr_expect(gwp_wait_log(&g, "gateway.log", "the admin restart failed", 5000));
     cr_expect_eq(gwp_module_pid(&g, "flaky"), pid);
     cr_assert_eq(http_get(gwp_url(&g, "/flaky/ok"), &r), 0);
@@ -376,7 +355,7 @@ Test(supervision, a_failed_admin_restart_leaves_the_old_incarnation_serving)
     snprintf(want, sizeof(want), "ok %d\n", (int)pid);
     cr_expect_str_eq(r.body, want);
     http_free(&r);
-    json_t *j = module_info(&g, "flaky");
+    json_t *j = gwp_module_info(&g, "flaky");
     cr_expect_str_eq(json_string_value(json_object_get(j, "state")), "ready");
     /* pid, incarnation and started_at describe the process that serves. */
     cr_expect_eq(jint(j, "pid"), pid);
@@ -399,7 +378,7 @@ Test(supervision, a_failed_admin_restart_leaves_the_old_incarnation_serving)
     long deadline = ms_now() + 5000;
     while (gwp_module_pid(&g, "flaky") == pid && ms_now() < deadline)
         usleep(10 * 1000);
-    j = module_info(&g, "flaky");
+    j = gwp_module_info(&g, "flaky");
     cr_expect_neq(jint(j, "pid"), pid);
     cr_expect_eq(jint(j, "incarnation"), 3);
     json_decref(j);
@@ -423,7 +402,7 @@ Test(supervision, other_modules_answer_during_a_crash_loop)
     long end = ms_now() + 3000;
     int crashes = 0;
     while (ms_now() < end) {
-        if (status_of(gwp_url(&g, "/chaos/crash")) == 502)
+        if (http_status(gwp_url(&g, "/chaos/crash")) == 502)
             crashes++;
         usleep(50 * 1000);
     }
@@ -435,31 +414,6 @@ Test(supervision, other_modules_answer_during_a_crash_loop)
     cr_expect_eq(atomic_load(&l.bad), 0, "hello failed %ld times during %d crashes",
                  atomic_load(&l.bad), crashes);
     gwp_finish(&g);
-}
-
-static int count_zombies(pid_t parent)
-{
-    DIR *d = opendir("/proc");
-    struct dirent *e;
-    int n = 0;
-    while ((e = readdir(d)) != NULL) {
-        if (e->d_name[0] < '0' || e->d_name[0] > '9')
-            continue;
-        char path[300];
-        snprintf(path, sizeof(path), "/proc/%s/stat", e->d_name);
-        char *s = read_file(path, NULL);
-        if (s == NULL)
-            continue;
-        const char *p = strrchr(s, ')');
-        char state = 0;
-        int ppid = 0;
-        if (p != NULL && sscanf(p + 2, "%c %d", &state, &ppid) == 2 && ppid == parent &&
-            state == 'Z')
-            n++;
-        free(s);
-    }
-    closedir(d);
-    return n;
 }
 
 Test(supervision, nothing_leaks_over_a_thousand_restarts, .timeout = 600)
@@ -484,7 +438,7 @@ Test(supervision, nothing_leaks_over_a_thousand_restarts, .timeout = 600)
 #else
     (void)rss0, (void)rss1;
 #endif
-    json_t *j = module_info(&g, "chaos");
+    json_t *j = gwp_module_info(&g, "chaos");
     cr_expect_eq(jint(j, "restarts"), 1030);
     json_decref(j);
     gwp_finish(&g);
@@ -506,8 +460,8 @@ Test(supervision, metrics_are_prometheus_text_and_count)
     gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
               " \"health\": {\"period_ms\": 100}}");
     for (int i = 0; i < 3; i++)
-        cr_expect_eq(status_of(gwp_url(&g, "/hello/m")), 200);
-    cr_expect_eq(status_of(gwp_url(&g, "/nothing")), 404);
+        cr_expect_eq(http_status(gwp_url(&g, "/hello/m")), 200);
+    cr_expect_eq(http_status(gwp_url(&g, "/nothing")), 404);
     crash_and_wait(&g);
     usleep(300 * 1000); /* a few probes */
     struct http_resp r;
@@ -611,8 +565,8 @@ Test(supervision, admin_api_modules_log_and_token)
     cr_expect(challenge != NULL && strncmp(challenge, "Bearer ", 7) == 0, "a 401 says how: %s",
               challenge ? challenge : "(none)");
     http_free(&r);
-    cr_expect_eq(status_of(gwp_admin_url(&g, "/-/healthz")), 200, "healthz needs no token");
-    cr_expect_eq(status_of(gwp_admin_url(&g, "/-/readyz")), 200);
+    cr_expect_eq(http_status(gwp_admin_url(&g, "/-/healthz")), 200, "healthz needs no token");
+    cr_expect_eq(http_status(gwp_admin_url(&g, "/-/readyz")), 200);
     const char *bad[] = { "Authorization: Bearer wrong", NULL };
     struct http_req q = { .url = gwp_admin_url(&g, "/-/modules"), .headers = bad };
     cr_assert_eq(http_do(&q, &r), 0);
@@ -648,7 +602,7 @@ Test(supervision, admin_api_modules_log_and_token)
     cr_expect_eq(r.status, 404);
     http_free(&r);
 
-    cr_expect_eq(status_of(gwp_url(&g, "/chaos/log?lines=10")), 200);
+    cr_expect_eq(http_status(gwp_url(&g, "/chaos/log?lines=10")), 200);
     cr_assert(gwp_wait_log(&g, "chaos.log", "chaos line 9", 2000));
     q.url = gwp_admin_url(&g, "/-/modules/chaos/log?lines=3");
     cr_assert_eq(http_do(&q, &r), 0);
@@ -675,7 +629,7 @@ Test(supervision, sighup_reopens_log_files)
     kill(g.pid, SIGHUP);
     cr_expect(gwp_wait_log(&g, "gateway.log", "log files reopened", 3000));
     usleep(200 * 1000); /* the children reopen theirs */
-    cr_expect_eq(status_of(gwp_url(&g, "/chaos/log?lines=1")), 200);
+    cr_expect_eq(http_status(gwp_url(&g, "/chaos/log?lines=1")), 200);
     cr_expect(gwp_wait_log(&g, "chaos.log", "chaos line 0", 3000));
     cr_expect(gwp_wait_log(&g, "access.log", "/chaos/log?lines=1", 3000));
     gwp_finish(&g);
@@ -744,7 +698,7 @@ Test(supervision, admin_log_lines_must_be_a_number)
 {
     struct gwp g;
     gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
-    cr_expect_eq(status_of(gwp_url(&g, "/chaos/log?lines=10")), 200);
+    cr_expect_eq(http_status(gwp_url(&g, "/chaos/log?lines=10")), 200);
     cr_assert(gwp_wait_log(&g, "chaos.log", "chaos line 9", 2000));
     const char *bad[] = { "-1", "abc", "", "3x", "+3", " 3", "0x10", "1e3", "-0" };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
@@ -814,8 +768,8 @@ Test(supervision, admin_paths_answer_405_with_allow_for_a_wrong_method)
     expect_405(gwp_url(&g, "/-/healthz"), "POST", "GET, HEAD");
     expect_405(gwp_url(&g, "/-/readyz"), "PUT", "GET, HEAD");
     /* Paths that do not exist stay 404. */
-    cr_expect_eq(status_of(gwp_admin_url(&g, "/-/modules/chaos/nope")), 404);
-    cr_expect_eq(status_of(gwp_admin_url(&g, "/-/nope")), 404);
+    cr_expect_eq(http_status(gwp_admin_url(&g, "/-/modules/chaos/nope")), 404);
+    cr_expect_eq(http_status(gwp_admin_url(&g, "/-/nope")), 404);
     gwp_finish(&g);
 }
 

@@ -560,17 +560,6 @@ static void open_echo_session(struct gwp *g, struct ws *w)
     cr_assert_eq(head_status(head), 101, "%s", head);
 }
 
-/* How many times `needle` is in the log `name`. */
-static int log_count(const struct gwp *g, const char *name, const char *needle)
-{
-    char *s = gwp_log(g, name);
-    int n = 0;
-    for (const char *p = s; (p = strstr(p, needle)) != NULL; p += strlen(needle))
-        n++;
-    free(s);
-    return n;
-}
-
 /* Waits (10 s at most) until echo's handler ended `sessions` times and
  * both the gateway and the module hold no more descriptors than before. */
 static void expect_released(const struct gwp *g, pid_t echo, int sessions, int gw_fds,
@@ -578,7 +567,7 @@ static void expect_released(const struct gwp *g, pid_t echo, int sessions, int g
 {
     int ended = 0, gf = 0, ef = 0;
     for (int i = 0; i < 200; i++) {
-        ended = log_count(g, "echo.log", "ws: session closed");
+        ended = gwp_log_count(g, "echo.log", "ws: session closed");
         gf = count_fds(g->pid);
         ef = count_fds(echo);
         if (ended >= sessions && gf <= gw_fds && ef <= echo_fds)
@@ -1060,7 +1049,7 @@ Test(websocket, a_client_vanishing_releases_the_tunnel_and_the_handler)
         close(fd);
     }
     expect_released(&g, echo, 3, gw_fds, echo_fds, "gone during the handshake");
-    int before = log_count(&g, "echo.log", "ws: session closed");
+    int before = gwp_log_count(&g, "echo.log", "ws: session closed");
 
     /* 8 MiB echoed to a client that reads none of it, then leaves. */
     head = ws_open_rcvbuf(&w, g.port, "/echo/ws", 4096);
