@@ -480,6 +480,30 @@ int http_get(const char *url, struct http_resp *r)
     return http_do(&q, r);
 }
 
+CURLcode http_post_chunked(const char *url, curl_read_callback read, void *arg,
+                           const char *header, struct http_resp *r)
+{
+    memset(r, 0, sizeof(*r));
+    r->body = calloc(1, 1);
+    CURL *e = curl_easy_init();
+    struct curl_slist *h = curl_slist_append(NULL, "Transfer-Encoding: chunked");
+    if (header != NULL)
+        h = curl_slist_append(h, header);
+    curl_easy_setopt(e, CURLOPT_URL, url);
+    curl_easy_setopt(e, CURLOPT_POST, 1L);
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, read);
+    curl_easy_setopt(e, CURLOPT_READDATA, arg);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_collect);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT, 100L);
+    CURLcode rc = curl_easy_perform(e);
+    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
+    curl_easy_cleanup(e);
+    curl_slist_free_all(h);
+    return rc;
+}
+
 long http_status(const char *url)
 {
     struct http_resp r;

@@ -79,6 +79,11 @@ int http_do(const struct http_req *req, struct http_resp *resp);
 int http_get(const char *url, struct http_resp *resp);
 /* The status of a GET of url, -1 if no answer came. */
 long http_status(const char *url);
+/* POSTs to url a body of unknown length (Transfer-Encoding: chunked)
+ * that `read` produces from `arg`, with the extra `header` if not NULL;
+ * the answer lands in *resp (100 s at most). */
+CURLcode http_post_chunked(const char *url, curl_read_callback read, void *arg,
+                           const char *header, struct http_resp *resp);
 /* A CURLOPT_WRITEFUNCTION that appends to the http_resp given as
  * CURLOPT_WRITEDATA (body NUL-terminated, len counted). */
 size_t http_collect(char *p, size_t size, size_t n, void *userp);

@@ -272,25 +272,8 @@ static size_t produce(char *p, size_t size, size_t n, void *userp)
 /* POSTs `total` pattern bytes to `url`, chunked. */
 static CURLcode upload(const char *url, uint64_t total, struct producer *u, struct http_resp *r)
 {
-    memset(r, 0, sizeof(*r));
-    r->body = calloc(1, 1);
     *u = (struct producer){ .left = total, .h = FNV_INIT };
-    CURL *e = curl_easy_init();
-    struct curl_slist *h = curl_slist_append(NULL, "Transfer-Encoding: chunked");
-    h = curl_slist_append(h, "X-Request-Id: sdk-upload-big");
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_POST, 1L);
-    curl_easy_setopt(e, CURLOPT_READFUNCTION, produce);
-    curl_easy_setopt(e, CURLOPT_READDATA, u);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_collect);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT, 100L);
-    CURLcode rc = curl_easy_perform(e);
-    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
-    curl_easy_cleanup(e);
-    curl_slist_free_all(h);
-    return rc;
+    return http_post_chunked(url, produce, u, "X-Request-Id: sdk-upload-big", r);
 }
 
 /* 48 MiB through a handler that holds 4 KiB at a time: intact, and the

@@ -339,25 +339,9 @@ static CURLcode chunked_upload(const char *url, uint64_t total, struct upload *u
                                struct http_resp *r)
 {
     memset(u, 0, sizeof(*u));
-    memset(r, 0, sizeof(*r));
-    r->body = calloc(1, 1);
     u->left = total;
     sha256_init(&u->sha);
-    CURL *e = curl_easy_init();
-    struct curl_slist *h = curl_slist_append(NULL, "Transfer-Encoding: chunked");
-    curl_easy_setopt(e, CURLOPT_URL, url);
-    curl_easy_setopt(e, CURLOPT_POST, 1L);
-    curl_easy_setopt(e, CURLOPT_READFUNCTION, on_upload);
-    curl_easy_setopt(e, CURLOPT_READDATA, u);
-    curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, http_collect);
-    curl_easy_setopt(e, CURLOPT_WRITEDATA, r);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT, 100L);
-    CURLcode rc = curl_easy_perform(e);
-    curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
-    curl_easy_cleanup(e);
-    curl_slist_free_all(h);
-    return rc;
+    return http_post_chunked(url, on_upload, u, NULL, r);
 }
 
 
