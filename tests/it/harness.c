@@ -504,6 +504,42 @@ CURLcode http_post_chunked(const char *url, curl_read_callback read, void *arg,
     return rc;
 }
 
+pid_t module_alone(const char *bin, const char *module, const char *listen, int *port)
+{
+    int p[2];
+    cr_assert_eq(pipe2(p, O_CLOEXEC), 0);
+    pid_t pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        dup2(p[1], STDOUT_FILENO);
+        dup2(null, STDERR_FILENO);
+        execl(bin, bin, "--module", module, "--listen", listen, (char *)NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    char buf[512] = "";
+    size_t len = 0;
+    while (strchr(buf, '\n') == NULL && len < sizeof(buf) - 1) {
+        struct pollfd pf = { .fd = p[0], .events = POLLIN };
+        if (poll(&pf, 1, 10000) <= 0)
+            break;
+        ssize_t n = read(p[0], buf + len, sizeof(buf) - 1 - len);
+        if (n <= 0)
+            break;
+        len += (size_t)n;
+        buf[len] = '\0';
+    }
+    close(p[0]);
+    const char *at = strstr(buf, " ready on ");
+    cr_assert_not_null(at, "module %s alone printed no ready line: %s", module, buf);
+    const char *tcp = strstr(at, "127.0.0.1:");
+    if (port != NULL)
+        *port = tcp ? atoi(tcp + strlen("127.0.0.1:")) : 0;
+    return pid;
+}
+
 long http_status(const char *url)
 {
     struct http_resp r;

@@ -39,6 +39,12 @@ int gwp_stop(struct gwp *g);
 /* Removes the temporary directory and frees g. */
 void gwp_cleanup(struct gwp *g);
 
+/* Runs `module` alone (`bin --module MODULE --listen LISTEN`), dying with
+ * the test process, and returns its pid once it printed its ready line;
+ * for a TCP listen address *port gets the port it listens on. Its stderr
+ * goes to /dev/null. The caller stops it (kill, waitpid). */
+pid_t module_alone(const char *bin, const char *module, const char *listen, int *port);
+
 /* "http://127.0.0.1:PORT" + path, in a buffer valid until the 8th next call. */
 const char *gwp_url(const struct gwp *g, const char *path);
 const char *gwp_admin_url(const struct gwp *g, const char *path);

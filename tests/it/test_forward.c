@@ -382,18 +382,10 @@ Test(forward, head_on_a_streaming_route_has_no_body)
     cr_expect_eq((size_t)(end + 4 - out), n, "bytes after the HEAD answer's head: %s", end + 4);
     free(out);
 
-    char sock[300];
+    char sock[300], listen[320];
     snprintf(sock, sizeof(sock), "%s/hello.sock", g.dir);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        char listen[320];
-        snprintf(listen, sizeof(listen), "unix:%s", sock);
-        execl(MODGATE_BIN, MODGATE_BIN, "--module", "hello", "--listen", listen, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 100 && access(sock, F_OK) != 0; i++)
-        usleep(20 * 1000);
+    snprintf(listen, sizeof(listen), "unix:%s", sock);
+    pid_t pid = module_alone(MODGATE_BIN, "hello", listen, NULL);
     out = raw_exchange(0, sock, req, strlen(req), 3000, &n);
     kill(pid, SIGTERM);
     waitpid(pid, NULL, 0);

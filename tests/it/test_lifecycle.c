@@ -556,33 +556,9 @@ Test(lifecycle, gateway_descriptors_are_close_on_exec)
 
 Test(lifecycle, module_runs_standalone)
 {
-    int p[2];
-    cr_assert_eq(pipe(p), 0);
-    pid_t pid = fork();
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(p[1], 1);
-        close(p[0]);
-        execl(MODGATE_BIN, MODGATE_BIN, "--module", "hello", "--listen", "127.0.0.1:0", NULL);
-        _exit(127);
-    }
-    close(p[1]);
-    char buf[512] = "";
-    size_t len = 0;
-    while (strchr(buf, '\n') == NULL && len < sizeof(buf) - 1) {
-        struct pollfd pf = { .fd = p[0], .events = POLLIN };
-        if (poll(&pf, 1, 10000) <= 0)
-            break;
-        ssize_t n = read(p[0], buf + len, sizeof(buf) - 1 - len);
-        if (n <= 0)
-            break;
-        len += (size_t)n;
-        buf[len] = '\0';
-    }
     int port = 0;
-    const char *at = strstr(buf, "ready on 127.0.0.1:");
-    cr_assert_not_null(at, "%s", buf);
-    port = atoi(at + strlen("ready on 127.0.0.1:"));
+    pid_t pid = module_alone(MODGATE_BIN, "hello", "127.0.0.1:0", &port);
+    cr_assert_gt(port, 0);
     char url[128];
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/hello/alone", port);
     struct http_resp r;
@@ -594,7 +570,6 @@ Test(lifecycle, module_runs_standalone)
     int status;
     waitpid(pid, &status, 0);
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
-    close(p[0]);
 }
 
 /* Run alone, a module drains on SIGTERM (refusing new connections), and a
@@ -606,18 +581,8 @@ Test(lifecycle, a_standalone_module_stops_at_once_on_a_second_signal)
     char sock[64], listen[80];
     snprintf(sock, sizeof(sock), "%s/chaos.sock", dir);
     snprintf(listen, sizeof(listen), "unix:%s", sock);
-    pid_t pid = fork();
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        int null = open("/dev/null", O_WRONLY);
-        dup2(null, 1);
-        dup2(null, 2);
-        execl(MODGATE_BIN, MODGATE_BIN, "--module", "chaos", "--listen", listen, NULL);
-        _exit(127);
-    }
-    int fd = -1;
-    for (int i = 0; i < 500 && (fd = test_connect(0, sock, 0)) < 0; i++)
-        usleep(10 * 1000);
+    pid_t pid = module_alone(MODGATE_BIN, "chaos", listen, NULL);
+    int fd = test_connect(0, sock, 0);
     cr_assert_geq(fd, 0, "the module did not listen on %s", sock);
     const char *req = "GET /chaos/slow?ms=20000 HTTP/1.1\r\nHost: x\r\n\r\n";
     cr_assert_eq(write(fd, req, strlen(req)), (ssize_t)strlen(req));

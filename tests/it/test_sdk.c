@@ -444,16 +444,7 @@ Test(sdk, an_empty_header_value_is_sent_empty)
     char sock[300], listen[320];
     snprintf(sock, sizeof(sock), "%s/sdk.sock", g.dir);
     snprintf(listen, sizeof(listen), "unix:%s", sock);
-    pid_t pid = fork();
-    cr_assert_geq(pid, 0);
-    if (pid == 0) {
-        int null = open("/dev/null", O_WRONLY);
-        dup2(null, STDOUT_FILENO); /* its "ready" line */
-        execl(MODGATE_SDKGW, MODGATE_SDKGW, "--module", "sdk", "--listen", listen, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 250 && access(sock, F_OK) != 0; i++)
-        usleep(20 * 1000);
+    pid_t pid = module_alone(MODGATE_SDKGW, "sdk", listen, NULL);
     static const char *const paths[] = { "/sdk/header", "/sdk/stream/header" };
     for (size_t k = 0; k < 2; k++) {
         char req[256];

@@ -441,28 +441,9 @@ Test(websocket, a_handshake_on_a_plain_route_gets_its_normal_answer)
  * the same head: one Connection header, one Upgrade token. */
 Test(websocket, a_module_run_alone_answers_with_one_connection_upgrade)
 {
-    int p[2];
-    cr_assert_eq(pipe(p), 0);
-    pid_t pid = fork();
-    cr_assert_neq(pid, -1);
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(p[1], 1);
-        close(p[0]);
-        execl(MODGATE_BIN, MODGATE_BIN, "--module", "echo", "--listen", "127.0.0.1:0", NULL);
-        _exit(127);
-    }
-    close(p[1]);
-    char buf[512] = "";
-    size_t len = 0;
-    while (strstr(buf, "ready on 127.0.0.1:") == NULL || strchr(buf, '\n') == NULL) {
-        cr_assert(readable(p[0], 10000) && len < sizeof(buf) - 1, "no ready line: %s", buf);
-        ssize_t n = read(p[0], buf + len, sizeof(buf) - 1 - len);
-        cr_assert_gt(n, 0, "no ready line: %s", buf);
-        len += (size_t)n;
-        buf[len] = '\0';
-    }
-    int port = atoi(strstr(buf, "ready on 127.0.0.1:") + strlen("ready on 127.0.0.1:"));
+    int port = 0;
+    pid_t pid = module_alone(MODGATE_BIN, "echo", "127.0.0.1:0", &port);
+    cr_assert_gt(port, 0);
     static struct ws w;
     const char *head = ws_open(&w, port, "/echo/ws");
     cr_assert_eq(strncmp(head, "HTTP/1.1 101", 12), 0, "%s", head);
@@ -478,7 +459,6 @@ Test(websocket, a_module_run_alone_answers_with_one_connection_upgrade)
     int status;
     cr_assert_eq(waitpid(pid, &status, 0), pid);
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
-    close(p[0]);
 }
 
 /* A handshake on a route that is not a WebSocket one is the plain request
