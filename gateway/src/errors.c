@@ -66,15 +66,16 @@ struct MHD_Response *gw_error_response(const char *msg, const char *module,
     return r;
 }
 
-char *gw_error_message(int status, const char *msg, const char *cause, const char *request_id,
-                       size_t *len, uint64_t *body_len)
+char *gw_error_message(int status, const char *msg, const char *module, unsigned incarnation,
+                       const char *cause, const char *request_id, size_t *len,
+                       uint64_t *body_len)
 {
     size_t blen;
-    char *body = error_json(msg, NULL, request_id, &blen);
+    char *body = error_json(msg, module, request_id, &blen);
     if (body == NULL)
         return NULL;
     char hv[256], date[64];
-    gw_error_header_value(hv, sizeof(hv), NULL, 0, cause);
+    gw_error_header_value(hv, sizeof(hv), module, incarnation, cause);
     time_t now = time(NULL);
     struct tm tm;
     strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", gmtime_r(&now, &tm));

@@ -19,10 +19,11 @@ struct MHD_Response *gw_error_response(const char *msg, const char *module,
                                        const char *request_id, uint64_t *body_len);
 
 /* The same error as a whole HTTP/1.1 message, head and body, closing the
- * connection, for a client libmicrohttpd has not handed a request of yet
+ * connection, for an answer written to the socket past libmicrohttpd
  * (caller frees; *len is its size, *body_len the body's). NULL on ENOMEM. */
-char *gw_error_message(int status, const char *msg, const char *cause, const char *request_id,
-                       size_t *len, uint64_t *body_len);
+char *gw_error_message(int status, const char *msg, const char *module, unsigned incarnation,
+                       const char *cause, const char *request_id, size_t *len,
+                       uint64_t *body_len);
 
 /* A plain answer of the gateway's own (healthz, readyz). */
 struct MHD_Response *gw_local_response(const char *body, const char *content_type,

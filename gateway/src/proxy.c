@@ -35,7 +35,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <linux/sockios.h>
 #include <sys/epoll.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 
 #include "accesslog.h"
@@ -187,6 +189,41 @@ void gw_req_set_error(struct request *r, int status, const char *cause, const ch
     r->cause = cause;
 }
 
+/* libmicrohttpd 0.9.75 takes no answer while a body is coming in, so a
+ * body refused half-way (413), or whose module died or timed out under it
+ * (502, 504), or that stopped coming (408), would be read to its end (or
+ * to DISCARD_MAX, and then cut without a word) before the client heard
+ * why. As nginx does, the answer goes at once, written to the socket past
+ * libmicrohttpd, when nothing is queued on it (so the kernel takes it
+ * whole, and it is the next thing the client expects); then the write
+ * side is shut, and the rest of the body is read and dropped (see
+ * gw_proxy_on_request) so that closing does not reset the answer away
+ * before the client has read it. With bytes still queued it waits for the
+ * end of the body, as before. */
+static void answer_mid_body(struct request *r)
+{
+    if (!r->first_call_done || !r->has_body || r->up_done || r->queued || r->answered_raw)
+        return; /* no body coming in: libmicrohttpd takes the answer */
+    int unsent;
+    if (ioctl(r->fd, SIOCOUTQ, &unsent) != 0 || unsent != 0)
+        return;
+    size_t len;
+    uint64_t body_len;
+    char *answer = gw_error_message(r->local_status, r->local_body ? r->local_body : "error",
+                                    r->mod ? r->mod->name : NULL, r->incarnation, r->cause,
+                                    r->id, &len, &body_len);
+    if (answer == NULL)
+        return;
+    ssize_t n = send(r->fd, answer, len, MSG_NOSIGNAL | MSG_DONTWAIT);
+    free(answer);
+    if (n <= 0)
+        return; /* nothing went: the usual answer after the body */
+    r->answered_raw = true;
+    r->final_status = r->local_status;
+    r->bytes_out = (size_t)n == len ? body_len : 0; /* a cut answer: the close ends it */
+    shutdown(r->fd, SHUT_WR);
+}
+
 /* Something the next handler call can answer with is ready. */
 void gw_req_answer_ready(struct request *r)
 {
@@ -225,8 +262,9 @@ void gw_req_finish_failure(struct request *r)
     r->cause = cause;
     if (!r->queued || !r->stream_mode) {
         /* Nothing sent yet: a clean 502 (or the timeout's status). */
-        int status = r->local_status >= 500 ? r->local_status : 502;
+        int status = r->local_status >= 500 || r->local_status == 408 ? r->local_status : 502;
         gw_req_set_error(r, status, cause, "%s", msg);
+        answer_mid_body(r);
         gw_req_answer_ready(r);
         return;
     }
@@ -341,6 +379,17 @@ void gw_req_idle_restart(struct request *r)
     }
 }
 
+/* The wait for the module's answer counts from the request's last byte:
+ * while the body moves (from the client, or on to the module) the clock
+ * starts again, so a long upload is not cut at request_timeout_ms. */
+static void upload_progress(struct request *r)
+{
+    if (r->easy != NULL && !r->headers_done && r->link_timer.next != NULL) {
+        r->timer_at_ms = mg__now_ms();
+        gw_list_push_back(&r->loop->header_waiters, &r->link_timer);
+    }
+}
+
 static size_t on_write(char *data, size_t size, size_t n, void *userp)
 {
     struct request *r = userp;
@@ -389,6 +438,7 @@ static size_t on_read(char *buf, size_t size, size_t n, void *userp)
         size_t got = gw_bytes_take(&r->up, buf, size * n);
         if (r->suspended && !r->up_done && r->up.len < LOW_WATER)
             gw_req_resume(r); /* libmicrohttpd has more of the body for us */
+        upload_progress(r);
         return got;
     }
     if (r->up_done)
@@ -1209,8 +1259,10 @@ static enum MHD_Result take_upload(struct request *r, const char *data, size_t *
         gw_list_remove(&r->link_timer);
         gw_req_set_error(r, 413, "too_large", "request body is over the limit of %" PRIu64 " bytes",
                   c->limits.max_body_bytes);
+        r->discarded = *size;
         *size = 0;
-        return MHD_YES; /* answered after the body, see gw_proxy_on_request */
+        answer_mid_body(r); /* or, if it cannot, after the body: gw_proxy_on_request */
+        return MHD_YES;
     }
     size_t room = r->up.len < HIGH_WATER ? HIGH_WATER - r->up.len : 0;
     size_t take = *size < room ? *size : room;
@@ -1218,6 +1270,8 @@ static enum MHD_Result take_upload(struct request *r, const char *data, size_t *
         return MHD_NO;
     r->body_seen += take; /* the rest is offered again */
     *size -= take;
+    if (take > 0)
+        upload_progress(r);
     if (r->read_paused)
         schedule_unpause(r);
     if (*size > 0)
@@ -1251,6 +1305,15 @@ enum MHD_Result gw_proxy_on_request(void *cls, struct MHD_Connection *conn, cons
     if (r->queued) {
         *upload_data_size = 0;
         return MHD_YES;
+    }
+    if (r->answered_raw) {
+        /* Answered on the socket (answer_mid_body): drop the rest of the
+         * body, within reason, then close. */
+        if (*upload_data_size == 0)
+            return MHD_NO;
+        r->discarded += *upload_data_size;
+        *upload_data_size = 0;
+        return r->discarded > DISCARD_MAX ? MHD_NO : MHD_YES;
     }
     if (r->local_status != 0 || (r->resp_ready && !r->stream_mode)) {
         /* The answer is known (a gateway error, or a module that answered
@@ -1470,7 +1533,7 @@ static void head_timed_out(struct request *r, unsigned timeout_ms)
     char msg[96];
     snprintf(msg, sizeof(msg), "the request head did not arrive within %u ms", timeout_ms);
     size_t len;
-    char *answer = gw_error_message(408, msg, r->cause, r->id, &len, &r->bytes_out);
+    char *answer = gw_error_message(408, msg, NULL, 0, r->cause, r->id, &len, &r->bytes_out);
     if (answer != NULL && send(r->fd, answer, len, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
         r->bytes_out = 0;
     free(answer);
@@ -1500,8 +1563,14 @@ uint64_t gw_proxy_run_timers(struct gw_loop *l, uint64_t now)
             next = due;
             break;
         }
-        gw_req_set_error(r, 504, "timeout_headers", "module %s sent no response headers within %u ms",
-                         r->mod->name, c->limits.request_timeout_ms);
+        if (r->has_body && !r->up_done && r->up.len == 0)
+            /* Nothing for the module to read: the client stopped sending
+             * its body (nginx: client_body_timeout). */
+            gw_req_set_error(r, 408, "timeout_body", "the request body stalled: no bytes for %u ms",
+                             c->limits.request_timeout_ms);
+        else
+            gw_req_set_error(r, 504, "timeout_headers", "module %s sent no response headers "
+                             "within %u ms", r->mod->name, c->limits.request_timeout_ms);
         fail_now(r);
     }
     unsigned idle = c->limits.stream_idle_timeout_ms;

@@ -73,6 +73,13 @@ char *raw_exchange(int port, const char *unix_path, const char *req, size_t len,
             break; /* the peer may answer and close before reading it all */
         off += (size_t)n;
     }
+    char *out = read_answer(fd, quiet_ms, outlen);
+    close(fd);
+    return out;
+}
+
+char *read_answer(int fd, int quiet_ms, size_t *outlen)
+{
     size_t n = 0, cap = 65536;
     char *out = malloc(cap + 1);
     cr_assert_not_null(out);
@@ -88,7 +95,6 @@ char *raw_exchange(int port, const char *unix_path, const char *req, size_t len,
             break;
         n += (size_t)got;
     }
-    close(fd);
     out[n] = '\0';
     *outlen = n;
     return out;

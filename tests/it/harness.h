@@ -119,6 +119,9 @@ void send_all(int fd, const void *data, size_t len);
  * frees; *outlen gets the length). For requests curl cannot make. */
 char *raw_exchange(int port, const char *unix_path, const char *req, size_t len, int quiet_ms,
                    size_t *outlen);
+/* Every byte that comes in on fd until the peer closes or stays silent for
+ * `quiet_ms` (caller frees; *outlen gets the length). */
+char *read_answer(int fd, int quiet_ms, size_t *outlen);
 
 /* Monotonic milliseconds. */
 long ms_now(void);

@@ -7,6 +7,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -385,6 +386,111 @@ Test(stream, upload_over_the_limit_gets_413_mid_way)
     cr_expect_eq(r.status, 413, "%ld %s", r.status, r.body);
     cr_expect_not_null(strstr(r.body, "over the limit"), "%s", r.body);
     http_free(&r);
+    gwp_finish(&g);
+}
+
+/* Starts a chunked POST to /echo/upload on a new connection: its head and
+ * a first chunk of `n` bytes, and (unless `end`) no last chunk, so that
+ * the body is still coming in. `extra` is added to the head. */
+static int start_chunked_post(const struct gwp *g, size_t n, bool end, const char *extra)
+{
+    int fd = test_connect(g->port, NULL, 0);
+    cr_assert_geq(fd, 0);
+    char head[256];
+    int h = snprintf(head, sizeof(head), "POST /echo/upload HTTP/1.1\r\nHost: x\r\n%s"
+                     "Transfer-Encoding: chunked\r\n\r\n%zx\r\n", extra, n);
+    send_all(fd, head, (size_t)h);
+    char *chunk = malloc(n + 2);
+    cr_assert_not_null(chunk);
+    memset(chunk, 'a', n);
+    memcpy(chunk + n, "\r\n", 2);
+    send_all(fd, chunk, n + 2);
+    free(chunk);
+    if (end)
+        send_all(fd, "0\r\n\r\n", 5);
+    return fd;
+}
+
+/* libmicrohttpd takes no answer while a body comes in; the gateway does
+ * not wait for the body's end (which may never come) to say why it is
+ * refused. */
+Test(stream, a_body_over_the_limit_is_refused_before_its_end)
+{
+    struct gwp g;
+    gwp_start_ok(&g, "{\"limits\": {\"max_body_bytes\": 4096}}");
+    int fd = start_chunked_post(&g, 8192, false, "");
+    size_t len;
+    char *out = read_answer(fd, 5000, &len);
+    close(fd);
+    cr_expect(strncmp(out, "HTTP/1.1 413 ", 13) == 0, "%s", out);
+    cr_expect_not_null(strstr(out, "X-Modgate-Error: module=echo; incarnation=1; cause=too_large\r\n"),
+                       "%s", out);
+    cr_expect_not_null(strstr(out, "\"module\": \"echo\""), "%s", out);
+    cr_expect_not_null(strstr(out, "Connection: close\r\n"), "%s", out);
+    free(out);
+    cr_expect(gwp_wait_log(&g, "access.log", " POST /echo/upload echo 1 413 ", 3000));
+    gwp_finish(&g);
+}
+
+Test(stream, a_module_that_dies_under_an_upload_is_answered_at_once)
+{
+    struct gwp g;
+    gwp_start_ok(&g, NULL);
+    pid_t echo = gwp_module_pid(&g, "echo");
+    cr_assert_gt(echo, 0);
+    int fd = start_chunked_post(&g, 1024, false, "");
+    usleep(200 * 1000); /* forwarded to the module by now */
+    cr_assert_eq(kill(echo, SIGKILL), 0);
+    size_t len;
+    char *out = read_answer(fd, 5000, &len);
+    close(fd);
+    cr_expect(strncmp(out, "HTTP/1.1 502 ", 13) == 0, "%s", out);
+    cr_expect_not_null(strstr(out, "cause=signaled\r\n"), "%s", out);
+    cr_expect_not_null(strstr(out, "killed by signal 9"), "%s", out);
+    free(out);
+    gwp_finish(&g);
+}
+
+/* request_timeout_ms is how long the module may take to answer once it has
+ * the request: a body still on its way does not count against it. */
+Test(stream, a_slow_upload_outlasts_the_request_timeout)
+{
+    struct gwp g;
+    gwp_start_ok(&g, "{\"limits\": {\"request_timeout_ms\": 300}}");
+    int fd = start_chunked_post(&g, 1024, false, "Connection: close\r\n");
+    char chunk[1024 + 8];
+    int n = snprintf(chunk, sizeof(chunk), "400\r\n");
+    memset(chunk + n, 'a', 1024);
+    memcpy(chunk + n + 1024, "\r\n", 2);
+    for (int i = 0; i < 9; i++) { /* 1 s in all, a chunk every 100 ms */
+        usleep(100 * 1000);
+        send_all(fd, chunk, (size_t)n + 1024 + 2);
+    }
+    send_all(fd, "0\r\n\r\n", 5);
+    size_t len;
+    char *out = read_answer(fd, 5000, &len);
+    close(fd);
+    cr_expect(strncmp(out, "HTTP/1.1 200 ", 13) == 0, "%s", out);
+    cr_expect_not_null(strstr(out, "\"body_len\":10240"), "%s", out);
+    free(out);
+    gwp_finish(&g);
+}
+
+/* ... but a client that stops sending its body is not waited for forever:
+ * 408, as nginx's client_body_timeout. */
+Test(stream, a_stalled_upload_gets_408)
+{
+    struct gwp g;
+    gwp_start_ok(&g, "{\"limits\": {\"request_timeout_ms\": 300}}");
+    int fd = start_chunked_post(&g, 1024, false, "");
+    size_t len;
+    char *out = read_answer(fd, 5000, &len);
+    close(fd);
+    cr_expect(strncmp(out, "HTTP/1.1 408 ", 13) == 0, "%s", out);
+    cr_expect_not_null(strstr(out, "X-Modgate-Error: module=echo; incarnation=1; cause=timeout_body\r\n"),
+                       "%s", out);
+    free(out);
+    cr_expect(gwp_wait_log(&g, "access.log", " POST /echo/upload echo 1 408 ", 3000));
     gwp_finish(&g);
 }
 
