@@ -325,8 +325,14 @@ static void *loop_main(void *arg)
             l->peak_requests = 0;
         }
         if (l->draining) {
-            if (l->nrequests == 0)
+            if (l->nrequests == 0) {
+                /* Its idle keep-alive connections close now, as nginx's do,
+                 * not when the other loops are done: a request sent on one
+                 * meanwhile would wait for nothing and be dropped. */
+                MHD_stop_daemon(l->mhd);
+                l->mhd = NULL;
                 break;
+            }
             if (now >= l->drain_deadline_ms) {
                 gw_proxy_abort_all(l);
                 /* A few rounds let MHD take the resumed connections back. */

@@ -871,6 +871,13 @@ static enum MHD_Result queue_answer(struct request *r)
             }
         }
     }
+    /* Stopping: the connection closes after this answer (nginx turns
+     * keep-alive off while it shuts down), so that the drain ends. */
+    if (resp != NULL && r->loop->draining && status != 101 &&
+        MHD_add_response_header(resp, "Connection", "close") != MHD_YES) {
+        MHD_destroy_response(resp);
+        resp = NULL;
+    }
     if (resp == NULL)
         return MHD_NO;
     r->queued = true;

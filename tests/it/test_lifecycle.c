@@ -642,6 +642,74 @@ Test(lifecycle, readyz_is_503_while_draining)
     gwp_cleanup(&g);
 }
 
+/* What comes in on fd until `want` is among it, the peer closes, or `ms`
+ * pass (caller frees). */
+static char *read_until(int fd, const char *want, int ms)
+{
+    size_t n = 0, cap = 16384;
+    char *out = calloc(1, cap);
+    cr_assert_not_null(out);
+    for (long end = ms_now() + ms; strstr(out, want) == NULL && ms_now() < end && n + 1 < cap;) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (poll(&p, 1, (int)(end - ms_now())) <= 0)
+            break;
+        ssize_t got = recv(fd, out + n, cap - n - 1, 0);
+        if (got <= 0)
+            break;
+        n += (size_t)got;
+        out[n] = '\0';
+    }
+    return out;
+}
+
+/* Stopping: a request sent meanwhile on an idle keep-alive connection is
+ * answered (and told Connection: close) or its connection closes at once;
+ * it is not left waiting for the drain and then dropped. The connections
+ * spread over the two loops, and one of them has nothing in flight. */
+Test(lifecycle, idle_keepalive_connections_do_not_wait_for_the_drain)
+{
+    setenv("MODGATE_LOOPS", "2", 1);
+    struct gwp g;
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    unsetenv("MODGATE_LOOPS");
+    enum { N = 8 };
+    int fds[N];
+    const char *req = "GET /hello/k HTTP/1.1\r\nHost: x\r\n\r\n";
+    for (int i = 0; i < N; i++) {
+        fds[i] = test_connect(g.port, NULL, 0);
+        cr_assert_geq(fds[i], 0);
+        send_all(fds[i], req, strlen(req));
+        char *out = read_until(fds[i], "hello k\n", 5000);
+        cr_assert_not_null(strstr(out, "hello k\n"), "%s", out);
+        free(out);
+    }
+    struct http_call c = { .url = gwp_url(&g, "/chaos/slow?ms=3000") };
+    pthread_t t;
+    pthread_create(&t, NULL, http_get_thread, &c);
+    usleep(300 * 1000);
+    kill(g.pid, SIGTERM);
+    usleep(200 * 1000);
+    for (int i = 0; i < N; i++) {
+        long t0 = ms_now();
+        send(fds[i], req, strlen(req), MSG_NOSIGNAL);
+        char *out = read_until(fds[i], "hello k\n", 4000);
+        long took = ms_now() - t0;
+        cr_expect_lt(took, 1000, "connection %d: %ld ms for '%s'", i, took, out);
+        if (*out != '\0') {
+            cr_expect(strncmp(out, "HTTP/1.1 200 ", 13) == 0, "%s", out);
+            cr_expect_not_null(strstr(out, "Connection: close\r\n"), "%s", out);
+        }
+        free(out);
+        close(fds[i]);
+    }
+    pthread_join(t, NULL);
+    cr_expect_eq(c.r.status, 200, "the in-flight request finished: %ld", c.r.status);
+    http_free(&c.r);
+    int status = gwp_stop(&g);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+    gwp_cleanup(&g);
+}
+
 /* A module SIGKILLed for missing its ready timeout must never be announced
  * ready, even when its ready byte was already in the pipe at the kill. The
  * race needs the byte to arrive between the deadline and its check, so the
