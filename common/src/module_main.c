@@ -15,6 +15,7 @@
 
 #include "registry.h"
 #include "runtime.h"
+#include "util.h"
 
 /* True if the option name a[0..alen) is `opt`. */
 static bool is_opt(const char *a, size_t alen, const char *opt)
@@ -41,6 +42,7 @@ static int usage(const char *msg, const char *arg)
 
 int mg_module_main(int argc, char **argv)
 {
+    mg__std_fds_open();
     const char *name = NULL;
     /* An idle connection is kept longer than the gateway keeps one unused
      * before it stops reusing it (60 s), so that the gateway never sends a

@@ -3,11 +3,13 @@
 #include <microhttpd.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 void mg__timestamp_cached(struct mg_ts_cache *c, char buf[32])
 {
@@ -265,4 +267,16 @@ int mg__head_without_length(struct MHD_Response *r, const char *method)
     return MHD_set_response_options(r, MHD_RF_HTTP_1_0_COMPATIBLE_STRICT, MHD_RO_END) == MHD_YES
                ? 0
                : -1;
+}
+
+void mg__std_fds_open(void)
+{
+    for (int fd = 0; fd <= 2; fd++) {
+        if (fcntl(fd, F_GETFD) != -1 || errno != EBADF)
+            continue;
+        /* The lowest free descriptor: this one. */
+        int n = open("/dev/null", fd == 0 ? O_RDONLY : O_WRONLY);
+        if (n >= 0 && n != fd)
+            close(n); /* cannot happen: fd was the lowest free one */
+    }
 }

@@ -54,6 +54,11 @@ char *mg__percent_decode(const char *src, size_t len, bool plus);
  * only (no blank, sign or "-1"), at most `max`. 0 and *out, or -1. */
 int mg__parse_ulong(const char *s, unsigned long long max, unsigned long long *out);
 
+/* Opens /dev/null on whichever of descriptors 0, 1 and 2 is closed, so
+ * that files opened later do not take their place (a daemon started with
+ * `>&- 2>&-` would write its stderr lines into its access log). */
+void mg__std_fds_open(void);
+
 /* Whether the n bytes at s are an HTTP token (RFC 9110 §5.6.2), as a
  * method or a header name must be. */
 bool mg__http_token(const char *s, size_t n);

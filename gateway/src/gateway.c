@@ -363,6 +363,7 @@ static void gateway_free(struct gateway *gw)
 
 int mg_gateway_main(int argc, char **argv)
 {
+    mg__std_fds_open();
     for (int i = 1; i < argc; i++)
         if (strcmp(argv[i], "--module") == 0 || strncmp(argv[i], "--module=", 9) == 0)
             return mg_module_main(argc, argv);

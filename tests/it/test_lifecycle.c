@@ -1,8 +1,10 @@
 /* Startup, readiness, logs, configuration errors and shutdown (SPEC §3, §5). */
+#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -442,6 +444,74 @@ Test(lifecycle, help_and_version)
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0);
     cr_expect_eq(strncmp(out, "modgate ", 8), 0, "%s", out);
     free(out);
+}
+
+/* A free TCP port on 127.0.0.1 (free a moment ago). */
+static int free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t len = sizeof(a);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* Started with stdout and stderr closed (as some daemonizers do), the
+ * gateway puts /dev/null there: its log files must not take descriptors
+ * 1 and 2, or its warnings would land in access.log. */
+Test(lifecycle, closed_standard_descriptors_are_not_taken_by_log_files)
+{
+    char dir[] = "/tmp/mg-stdfds-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char conf[300], logs[300], listen[64], url[96];
+    snprintf(conf, sizeof(conf), "%s/c.json", dir);
+    snprintf(logs, sizeof(logs), "%s/logs", dir);
+    FILE *f = fopen(conf, "w");
+    fputs("{\"modules\": {\"chaos\": {\"enabled\": true}}}", f);
+    fclose(f);
+    int port = free_port();
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", port);
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        close(1);
+        close(2);
+        execl(MODGATE_BIN, MODGATE_BIN, "--config", conf, "--listen", listen,
+              "--admin-listen", "127.0.0.1:0", "--log-dir", logs, (char *)NULL);
+        _exit(127);
+    }
+    snprintf(url, sizeof(url), "http://%s/hello/x", listen);
+    long t0 = ms_now();
+    while (http_status(url) != 200 && ms_now() - t0 < 10000)
+        usleep(50 * 1000);
+    cr_assert_eq(http_status(url), 200);
+    for (int fd = 1; fd <= 2; fd++) {
+        char link[64], target[256] = "";
+        snprintf(link, sizeof(link), "/proc/%d/fd/%d", (int)pid, fd);
+        ssize_t n = readlink(link, target, sizeof(target) - 1);
+        cr_expect_gt(n, 0, "fd %d is closed", fd);
+        cr_expect_str_eq(target, "/dev/null", "fd %d", fd);
+    }
+    /* A crash makes ERROR lines, which also go to stderr. */
+    snprintf(url, sizeof(url), "http://%s/chaos/crash", listen);
+    cr_expect_eq(http_status(url), 502);
+    usleep(500 * 1000);
+    char path[320];
+    snprintf(path, sizeof(path), "%s/access.log", logs);
+    char *access = read_file(path, NULL);
+    cr_assert_not_null(access);
+    cr_expect_null(strstr(access, "ERROR"), "%s", access);
+    cr_expect_null(strstr(access, "modgate:"), "%s", access);
+    free(access);
+    kill(pid, SIGTERM);
+    int status;
+    waitpid(pid, &status, 0);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    cr_expect_eq(system(cmd), 0);
 }
 
 Test(lifecycle, module_processes_inherit_no_stray_descriptors)
