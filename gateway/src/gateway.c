@@ -520,7 +520,13 @@ int mg_gateway_main(int argc, char **argv)
         gw_log(GW_ERROR, "%s", err);
         goto out;
     }
-    gw_supervisor_start_modules(gw.supervisor);
+    if (!gw_supervisor_start_modules(gw.supervisor)) {
+        /* Stopped while starting: no ready line, since nothing will be
+         * served; the modules that came up are stopped as usual. */
+        exit_code = gw_supervisor_run(gw.supervisor);
+        gw_log(GW_INFO, "stopped");
+        goto out;
+    }
     print_modules(&gw);
 
     gw.nloops = 0;

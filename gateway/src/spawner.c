@@ -54,13 +54,18 @@ int gw_spawn(const struct gw_spawn *s, pid_t *pid)
     if (rc == 0)
         rc = posix_spawn_file_actions_addclosefrom_np(&fa, notify >= 0 ? 4 : 3);
 
-    sigset_t none, all;
-    sigemptyset(&none);
+    /* SIGHUP (reopen your log) starts blocked: it may come at any time,
+     * also before the module's runtime is up to take it (its default
+     * action would kill a module that is starting); it waits, pending,
+     * for the runtime's sigwait. Every other signal starts as new. */
+    sigset_t hup, all;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
     sigfillset(&all);
     sigdelset(&all, SIGKILL);
     sigdelset(&all, SIGSTOP);
     if (rc == 0)
-        rc = posix_spawnattr_setsigmask(&attr, &none);
+        rc = posix_spawnattr_setsigmask(&attr, &hup);
     if (rc == 0)
         rc = posix_spawnattr_setsigdefault(&attr, &all);
     if (rc == 0)

@@ -925,7 +925,7 @@ static bool settled(struct gw_module *m)
     return done;
 }
 
-void gw_supervisor_start_modules(struct gw_supervisor *s)
+bool gw_supervisor_start_modules(struct gw_supervisor *s)
 {
     struct gateway *gw = s->gw;
     for (size_t i = 0; i < gw->nmodules; i++) {
@@ -937,7 +937,7 @@ void gw_supervisor_start_modules(struct gw_supervisor *s)
         for (size_t i = 0; i < gw->nmodules && all; i++)
             all = settled(&gw->modules[i]);
         if (all || s->stop_requested)
-            return;
+            return !s->stop_requested;
         run_once(s, 100);
     }
 }

@@ -12,6 +12,7 @@
 #ifndef GW_SUPERVISOR_H
 #define GW_SUPERVISOR_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct gateway;
@@ -22,8 +23,9 @@ struct gw_supervisor;
 struct gw_supervisor *gw_supervisor_new(struct gateway *gw, char *err, size_t errlen);
 
 /* Starts every enabled module and returns once each is ready or has
- * failed to start (it will be retried with backoff). */
-void gw_supervisor_start_modules(struct gw_supervisor *s);
+ * failed to start (it will be retried with backoff): true; false if a
+ * stop was asked for meanwhile (gw_supervisor_run then stops them). */
+bool gw_supervisor_start_modules(struct gw_supervisor *s);
 
 /* Supervises until SIGTERM or SIGINT, then drains the loops, stops the
  * modules and returns the process exit code. */

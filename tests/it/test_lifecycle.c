@@ -362,6 +362,61 @@ Test(lifecycle, start_failure_exited_before_ready)
     gwp_cleanup(&g);
 }
 
+/* SIGTERM while a module is still starting: the gateway stops (exit 0,
+ * module stopped) without ever printing the ready line, which would tell
+ * whoever waits for it that requests are served. */
+Test(lifecycle, a_stop_during_startup_prints_no_ready_line)
+{
+    char dir[] = "/tmp/mg-termstart-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char conf[300], logs[300];
+    snprintf(conf, sizeof(conf), "%s/c.json", dir);
+    snprintf(logs, sizeof(logs), "%s/logs", dir);
+    FILE *f = fopen(conf, "w");
+    fputs("{\"modules\": {\"flaky\": {\"ready_timeout_ms\": 20000, \"stop_timeout_ms\": 500,"
+          " \"env\": {\"FLAKY_MODE\": \"slow\", \"FLAKY_SLEEP_MS\": \"5000\"}}}}", f);
+    fclose(f);
+    int p[2];
+    cr_assert_eq(pipe(p), 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(p[1], 1);
+        dup2(p[1], 2);
+        close(p[0]);
+        close(p[1]);
+        execl(MODGATE_TESTGW, MODGATE_TESTGW, "--config", conf, "--listen", "127.0.0.1:0",
+              "--admin-listen", "127.0.0.1:0", "--log-dir", logs, (char *)NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    usleep(700 * 1000);
+    long t0 = ms_now();
+    kill(pid, SIGTERM);
+    char out[8192];
+    size_t len = 0;
+    ssize_t n;
+    while (len + 1 < sizeof(out) && (n = read(p[0], out + len, sizeof(out) - 1 - len)) > 0)
+        len += (size_t)n;
+    out[len] = '\0';
+    close(p[0]);
+    int status;
+    waitpid(pid, &status, 0);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d: %s", status, out);
+    cr_expect_null(strstr(out, "ready on"), "%s", out);
+    cr_expect_lt(ms_now() - t0, 4000, "the stop waited for the slow start");
+    char path[320];
+    snprintf(path, sizeof(path), "%s/gateway.log", logs);
+    char *log = read_file(path, NULL);
+    cr_assert_not_null(log);
+    cr_expect_null(strstr(log, "ready on"), "%s", log);
+    cr_expect_not_null(strstr(log, "TERM received: stopping"), "%s", log);
+    free(log);
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+    cr_expect_eq(system(cmd), 0);
+}
+
 Test(lifecycle, start_failure_not_ready_in_time)
 {
     struct gwp g;

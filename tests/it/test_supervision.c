@@ -635,6 +635,61 @@ Test(supervision, sighup_reopens_log_files)
     gwp_finish(&g);
 }
 
+struct hup_spam {
+    pid_t pid;
+    atomic_bool stop;
+};
+
+static void *hup_spam(void *arg)
+{
+    struct hup_spam *h = arg;
+    while (!atomic_load(&h->stop)) {
+        kill(h->pid, SIGHUP);
+        usleep(1000);
+    }
+    return NULL;
+}
+
+/* SIGHUP (logrotate's postrotate) may come while a module is starting:
+ * it must reopen logs, never kill the module. With a SIGHUP every
+ * millisecond during twenty admin restarts, each start meets several. */
+Test(supervision, sighup_while_modules_start_kills_none)
+{
+    struct gwp g;
+    gwp_start_ok(&g, NULL);
+    struct hup_spam h = { .pid = g.pid };
+    pthread_t t;
+    pthread_create(&t, NULL, hup_spam, &h);
+    char url[256]; /* gwp_admin_url's buffer is reused below */
+    snprintf(url, sizeof(url), "%s", gwp_admin_url(&g, "/-/modules/hello/restart"));
+    struct http_req q = { .method = "POST", .url = url };
+    for (int i = 0; i < 20; i++) {
+        struct http_resp r;
+        cr_expect_eq(http_do(&q, &r), 0);
+        cr_expect_eq(r.status, 202, "%ld %s", r.status, r.body);
+        http_free(&r);
+        /* the next restart once this one is through */
+        for (long t0 = ms_now(); ms_now() - t0 < 5000; usleep(10 * 1000)) {
+            json_t *j = gwp_module_info(&g, "hello");
+            long inc = jint(j, "incarnation");
+            json_decref(j);
+            if (inc >= i + 2)
+                break;
+        }
+    }
+    atomic_store(&h.stop, true);
+    pthread_join(t, NULL);
+    json_t *j = gwp_module_info(&g, "hello");
+    cr_expect_eq(jint(j, "incarnation"), 21);
+    json_decref(j);
+    char *log = gwp_log(&g, "gateway.log");
+    cr_expect_null(strstr(log, "SIGHUP)"), "%s", log);
+    cr_expect_null(strstr(log, "admin restart failed"), "%s", log);
+    free(log);
+    cr_expect_eq(http_status(gwp_url(&g, "/hello/x")), 200);
+    gwp_finish(&g);
+}
+
 Test(supervision, systemd_notifications)
 {
     char path[] = "/tmp/mgt-notify-XXXXXX";
