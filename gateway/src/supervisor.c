@@ -580,7 +580,9 @@ static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m, bool
         m->pid = 0;
         m->started_at = 0;
         m->state = GW_STARTING;
-        m->retry_at_ms = now + m->conf->ready_timeout_ms;
+        /* No backoff left (SPEC §4: Retry-After is the remaining backoff):
+         * a start takes milliseconds, so "1", not the ready timeout. */
+        m->retry_at_ms = 0;
         pthread_mutex_unlock(&m->mu);
     }
     if (fail != NULL) {

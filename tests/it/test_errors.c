@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -202,6 +203,28 @@ Test(errors, restarting_module_gives_503_with_retry_after)
     /* Other modules keep serving meanwhile. */
     cr_assert_eq(http_get(gwp_url(&g, "/hello/still"), &r), 0);
     cr_expect_eq(r.status, 200);
+    http_free(&r);
+    gwp_finish(&g);
+}
+
+/* While a module starts there is no backoff left to wait (SPEC §4: the
+ * remaining backoff): Retry-After says 1, not the ready timeout. */
+Test(errors, a_starting_module_says_retry_after_1)
+{
+    struct gwp g;
+    cr_assert_eq(gwp_start_bin(&g, MODGATE_TESTGW,
+                               "{\"modules\": {\"flaky\": {\"ready_timeout_ms\": 20000,"
+                               " \"env\": {\"FLAKY_MODE\": \"slow\", \"FLAKY_SLEEP_MS\": \"1500\"}}},"
+                               " \"restart\": {\"backoff_initial_ms\": 10}}",
+                               NULL),
+                 0, "%s", g.out);
+    cr_assert_eq(kill(gwp_module_pid(&g, "flaky"), SIGKILL), 0);
+    cr_assert(gwp_wait_state(&g, "flaky", "starting", 3000));
+    struct http_resp r;
+    cr_assert_eq(http_get(gwp_url(&g, "/flaky/ok"), &r), 0);
+    json_decref(expect_gateway_error(&r, 503, "flaky", "starting"));
+    const char *ra = http_header(&r, "Retry-After");
+    cr_expect_str_eq(ra ? ra : "(none)", "1");
     http_free(&r);
     gwp_finish(&g);
 }
