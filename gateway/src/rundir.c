@@ -105,3 +105,20 @@ char *gw_run_dir_create(const char *dir, char *err, size_t errlen)
     }
     return path;
 }
+
+int gw_run_dir_ensure(const char *path)
+{
+    int made = 0;
+    if (mkdir(path, 0700) == 0)
+        made = 1;
+    else if (errno != EEXIST)
+        return -errno;
+    /* Whoever made it, it must be our own private directory: otherwise
+     * someone else could reach, or stand in for, the modules' sockets. */
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return -errno;
+    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 0777) != 0700)
+        return -EPERM;
+    return made;
+}

@@ -39,6 +39,7 @@
 #include "loop.h"
 #include "notify.h"
 #include "prober.h"
+#include "rundir.h"
 #include "spawner.h"
 
 extern char **environ;
@@ -543,8 +544,15 @@ static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m, bool
     int pipefd[2] = { -1, -1 };
     const char *fail = NULL;
     int err = 0;
+    int dir = gw_run_dir_ensure(gw->run_dir);
+    if (dir > 0)
+        gw_log(GW_WARN, "socket directory %s had been removed (a tmp cleaner?): made again",
+               gw->run_dir);
     if (inc == NULL) {
         fail = "out of memory";
+    } else if (dir < 0) {
+        err = -dir;
+        fail = "socket directory";
     } else if (pipe2(pipefd, O_CLOEXEC) != 0) {
         err = errno;
         fail = "pipe";

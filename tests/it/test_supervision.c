@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -452,6 +453,34 @@ static double metric(const char *text, const char *series)
         if (strncmp(line, series, n) == 0 && line[n] == ' ')
             return atof(line + n + 1);
     return -1;
+}
+
+/* tmp cleaners remove old entries under /tmp: a socket directory that
+ * went away is made again at the next start, and the module comes back. */
+Test(supervision, a_removed_socket_directory_is_made_again)
+{
+    struct gwp g;
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    const char *sock = strstr(g.out, "module chaos ready: pid ");
+    cr_assert_not_null(sock, "%s", g.out);
+    sock = strstr(sock, "socket ");
+    cr_assert_not_null(sock);
+    char dir[512];
+    snprintf(dir, sizeof(dir), "%.*s", (int)strcspn(sock + 7, ","), sock + 7);
+    char *slash = strrchr(dir, '/');
+    cr_assert_not_null(slash);
+    *slash = '\0';
+    cr_assert_not_null(strstr(dir, "/modgate-"), "%s", dir);
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    cr_assert_eq(system(cmd), 0);
+    crash_and_wait(&g);
+    cr_expect(gwp_wait_log(&g, "gateway.log", "had been removed (a tmp cleaner?): made again", 3000));
+    struct stat st;
+    cr_assert_eq(stat(dir, &st), 0);
+    cr_expect_eq(st.st_mode & 0777, 0700);
+    cr_expect_eq(http_status(gwp_url(&g, "/chaos/slow?ms=1")), 200);
+    gwp_finish(&g);
 }
 
 Test(supervision, metrics_are_prometheus_text_and_count)
