@@ -107,6 +107,8 @@ static json_t *module_json(struct gw_module *m)
         json_object_set_new(o, "started_at", json_null());
     }
     json_object_set_new(o, "last_exit", m->last_exit[0] ? json_string(m->last_exit) : json_null());
+    json_object_set_new(o, "last_restart_error",
+                        m->last_restart_error[0] ? json_string(m->last_restart_error) : json_null());
     json_object_set_new(o, "last_probe_rtt_ms",
                         m->last_probe_rtt_us >= 0 ? json_real((double)m->last_probe_rtt_us / 1000.0)
                                                   : json_null());
@@ -308,6 +310,8 @@ static enum MHD_Result handle(struct gw_admin *a, struct MHD_Connection *c, cons
         if (strcmp(slash, "/restart") == 0) {
             if (strcmp(method, "POST") != 0)
                 return send_405(c, method, url, "POST", m->name);
+            if (atomic_load(&gw->stopping))
+                return send_error(c, 503, "stopping", "the gateway is stopping", m->name);
             gw_request_restart(gw, m);
             json_t *j = json_pack("{s:s, s:s}", "module", m->name, "status", "restarting");
             return send_json(c, 202, j);

@@ -81,6 +81,7 @@ struct gw_module {
     unsigned restarts;
     unsigned incarnations;
     char last_exit[192];
+    char last_restart_error[400]; /* why the last admin restart failed; "" once one works */
     pid_t pid;                  /* of the live process, 0 if none */
     time_t started_at;
     int64_t last_probe_rtt_us;  /* -1: no probe answered yet */

@@ -381,6 +381,16 @@ static void end_orphans(struct gw_supervisor *s)
         closedir(tasks);
 }
 
+
+/* An admin restart whose new process did not make it (the old one keeps
+ * serving): said in the admin API until a restart works. */
+static void set_restart_error(struct gw_module *m, const char *what)
+{
+    pthread_mutex_lock(&m->mu);
+    snprintf(m->last_restart_error, sizeof(m->last_restart_error), "%s", what);
+    pthread_mutex_unlock(&m->mu);
+}
+
 /* Reaps `inc` if it has exited: through its pidfd where the kernel has
  * them, else by pid (SIGCHLD tells us when to look); true if it did
  * (`inc` may be freed). */
@@ -415,6 +425,7 @@ static bool on_exit_(struct gw_supervisor *s, struct gw_incarnation *inc)
         m->serving = NULL;
     if (was_current) {
         m->pid = 0;
+        m->last_probe_rtt_us = -1; /* it was the dead process's */
         snprintf(m->last_exit, sizeof(m->last_exit), "%s", inc->death);
     }
     enum gw_state st = m->state;
@@ -432,6 +443,7 @@ static bool on_exit_(struct gw_supervisor *s, struct gw_incarnation *inc)
         char failed[400];
         snprintf(failed, sizeof(failed), "%s: the admin restart failed, incarnation %u keeps "
                  "serving", what, m->current ? m->current->number : 0);
+        set_restart_error(m, failed);
         log_failure(s, m, failed);
     } else if (was_current) {
         m->current = NULL;
@@ -469,6 +481,7 @@ static bool on_exit_(struct gw_supervisor *s, struct gw_incarnation *inc)
 static void publish(struct gw_module *m, struct gw_incarnation *inc)
 {
     pthread_mutex_lock(&m->mu);
+    m->last_restart_error[0] = '\0'; /* whatever failed before, this one works */
     m->serving = inc;
     m->state = GW_READY;
     m->retry_at_ms = 0;
@@ -605,6 +618,8 @@ static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m, bool
             snprintf(m->last_exit, sizeof(m->last_exit), "%s%s%s", fail, err ? ": " : "",
                      err ? strerror(err) : "");
             pthread_mutex_unlock(&m->mu);
+        } else {
+            set_restart_error(m, what);
         }
         log_failure(s, m, what);
         gw_incarnation_release(inc);

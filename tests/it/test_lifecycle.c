@@ -759,6 +759,13 @@ Test(lifecycle, readyz_is_503_while_draining)
     cr_assert_eq(http_get(gwp_admin_url(&g, "/-/healthz"), &r), 0);
     cr_expect_eq(r.status, 200, "healthz stays ok while the gateway runs");
     http_free(&r);
+    /* A restart asked for now would never happen: said so, not 202. */
+    struct http_req q = { .method = "POST", .url = gwp_admin_url(&g, "/-/modules/hello/restart") };
+    cr_assert_eq(http_do(&q, &r), 0);
+    cr_expect_eq(r.status, 503, "restart while stopping: %ld %s", r.status, r.body);
+    const char *err = http_header(&r, "X-Modgate-Error");
+    cr_expect(err != NULL && strstr(err, "cause=stopping") != NULL, "%s", err ? err : "(none)");
+    http_free(&r);
     pthread_join(t, NULL);
     cr_expect_eq(c.r.status, 200, "the in-flight request finished: %ld", c.r.status);
     http_free(&c.r);

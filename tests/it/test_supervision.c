@@ -364,6 +364,11 @@ Test(supervision, a_failed_admin_restart_leaves_the_old_incarnation_serving)
                  jint(j, "incarnation"));
     cr_expect_str_eq(json_string_value(json_object_get(j, "started_at")),
                      json_string_value(json_object_get(before, "started_at")));
+    /* ... and the admin API says the restart failed, and why. */
+    cr_expect(json_is_null(json_object_get(before, "last_restart_error")));
+    const char *why = json_string_value(json_object_get(j, "last_restart_error"));
+    cr_expect(why != NULL && strstr(why, "the admin restart failed") != NULL &&
+              strstr(why, "exited with code") != NULL, "%s", why ? why : "(null)");
     json_decref(j);
     json_decref(before);
     cr_assert_eq(http_get(gwp_admin_url(&g, "/-/metrics"), &r), 0);
@@ -382,6 +387,7 @@ Test(supervision, a_failed_admin_restart_leaves_the_old_incarnation_serving)
     j = gwp_module_info(&g, "flaky");
     cr_expect_neq(jint(j, "pid"), pid);
     cr_expect_eq(jint(j, "incarnation"), 3);
+    cr_expect(json_is_null(json_object_get(j, "last_restart_error")), "a restart worked since");
     json_decref(j);
     char *log = gwp_log(&g, "flaky.log");
     cr_expect_not_null(strstr(log, "incarnation 2 started"), "%s", log);
@@ -457,6 +463,31 @@ static double metric(const char *text, const char *series)
 
 /* tmp cleaners remove old entries under /tmp: a socket directory that
  * went away is made again at the next start, and the module comes back. */
+/* A probe time belongs to a process: a dead one's is not shown. */
+Test(supervision, the_probe_rtt_of_a_dead_process_is_not_shown)
+{
+    struct gwp g;
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
+              " \"health\": {\"period_ms\": 50},"
+              " \"restart\": {\"backoff_initial_ms\": 60000, \"backoff_max_ms\": 60000}}");
+    json_t *j = NULL;
+    for (long t0 = ms_now(); ms_now() - t0 < 3000; usleep(20 * 1000)) {
+        json_decref(j);
+        j = gwp_module_info(&g, "chaos");
+        if (json_is_number(json_object_get(j, "last_probe_rtt_ms")))
+            break;
+    }
+    cr_assert(json_is_number(json_object_get(j, "last_probe_rtt_ms")));
+    json_decref(j);
+    cr_expect_eq(http_status(gwp_url(&g, "/chaos/crash")), 502);
+    cr_assert(gwp_wait_state(&g, "chaos", "restarting", 3000));
+    j = gwp_module_info(&g, "chaos");
+    cr_expect(json_is_null(json_object_get(j, "pid")));
+    cr_expect(json_is_null(json_object_get(j, "last_probe_rtt_ms")));
+    json_decref(j);
+    gwp_finish(&g);
+}
+
 Test(supervision, a_removed_socket_directory_is_made_again)
 {
     struct gwp g;
