@@ -205,6 +205,10 @@ static void log_failure(struct gw_supervisor *s, struct gw_module *m, const char
     if (rc != 0)
         gw_log(GW_ERROR, "module %s %s; log %s (unreadable: %s)", m->name, what, m->log_path,
                strerror(-rc));
+    else if (lines == 0)
+        gw_log(GW_ERROR, "module %s %s; log %s", m->name, what, m->log_path);
+    else if (len == 0)
+        gw_log(GW_ERROR, "module %s %s; log %s (empty)", m->name, what, m->log_path);
     else
         gw_log(GW_ERROR, "module %s %s; log %s, last %u lines:", m->name, what, m->log_path,
                lines);
@@ -387,7 +391,8 @@ static void end_orphans(struct gw_supervisor *s)
 static void set_restart_error(struct gw_module *m, const char *what)
 {
     pthread_mutex_lock(&m->mu);
-    snprintf(m->last_restart_error, sizeof(m->last_restart_error), "%s", what);
+    snprintf(m->last_restart_error, sizeof(m->last_restart_error), "%.*s",
+             (int)sizeof(m->last_restart_error) - 1, what); /* cut if it must be */
     pthread_mutex_unlock(&m->mu);
 }
 
@@ -571,6 +576,7 @@ static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m, bool
         fail = "pipe";
     }
     pid_t pid = 0;
+    char *exec_failed = NULL;
     if (fail == NULL) {
         char listen[4200], ppid[32], maxbody[32], incno[16];
         snprintf(listen, sizeof(listen), "unix:%s", sock);
@@ -589,7 +595,9 @@ static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m, bool
         int rc = gw_spawn(&sp, &pid);
         if (rc != 0) {
             err = -rc;
-            fail = "exec failed";
+            if (asprintf(&exec_failed, "exec of %s failed", s->child_exe) < 0)
+                exec_failed = NULL;
+            fail = exec_failed ? exec_failed : "exec failed";
         }
     }
     if (pipefd[1] >= 0)
@@ -609,7 +617,7 @@ static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m, bool
     if (fail != NULL) {
         if (pipefd[0] >= 0)
             close(pipefd[0]);
-        char what[256];
+        char what[640];
         snprintf(what, sizeof(what), "(incarnation %u) failed to start: %s%s%s%s", number, fail,
                  err ? ": " : "", err ? strerror(err) : "",
                  replacement ? "; the admin restart failed, the old incarnation keeps serving" : "");
@@ -622,6 +630,7 @@ static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m, bool
             set_restart_error(m, what);
         }
         log_failure(s, m, what);
+        free(exec_failed);
         gw_incarnation_release(inc);
         if (!replacement)
             schedule_restart(s, m, now, GW_RESTART_START_FAILED);

@@ -417,6 +417,31 @@ Test(lifecycle, a_stop_during_startup_prints_no_ready_line)
     cr_expect_eq(system(cmd), 0);
 }
 
+/* A start whose exec fails names the file it could not run. */
+Test(lifecycle, start_failure_exec_names_the_file)
+{
+    char dir[] = "/tmp/mg-exec-XXXXXX";
+    cr_assert_not_null(mkdtemp(dir));
+    char cmd[1200], gw[300], runner[320];
+    snprintf(gw, sizeof(gw), "%s/modgate", dir);
+    snprintf(runner, sizeof(runner), "%s/modgate-module", dir);
+    snprintf(cmd, sizeof(cmd), "cp '%s' '%s' && cp '%s-module' '%s'", MODGATE_BIN, gw,
+             MODGATE_BIN, runner);
+    cr_assert_eq(system(cmd), 0);
+    struct gwp g;
+    cr_assert_eq(gwp_start_bin(&g, gw, "{\"modules\": {\"chaos\": {\"enabled\": true}}}", NULL), 0,
+                 "%s", g.out);
+    cr_assert_eq(unlink(runner), 0); /* the next start cannot exec it */
+    cr_expect_eq(http_status(gwp_url(&g, "/chaos/crash")), 502);
+    char want[400];
+    snprintf(want, sizeof(want), "failed to start: exec of %s failed: No such file or directory",
+             runner);
+    cr_expect(gwp_wait_log(&g, "gateway.log", want, 3000));
+    gwp_finish(&g);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    cr_expect_eq(system(cmd), 0);
+}
+
 Test(lifecycle, start_failure_not_ready_in_time)
 {
     struct gwp g;
