@@ -11,9 +11,11 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <netdb.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -147,9 +149,12 @@ static int build_routes(struct gateway *gw, char *err, size_t errlen)
             char why[512];
             int rc = mg_router_add(gw->routes, r->method, r->pattern, m, &dup, why, sizeof(why));
             if (rc == -EEXIST) {
+                /* why: "NEW conflicts with OLD" */
                 struct gw_module *other = dup;
-                snprintf(err, errlen, "route conflict: module %s and module %s both declare %s",
-                         other->name, m->name, why);
+                const char *old = strstr(why, " conflicts with ");
+                snprintf(err, errlen, "route conflict: module %s declares %s %s, which module %s "
+                         "already serves as %s", m->name, r->method[0] == '*' ? "ANY" : r->method,
+                         r->pattern, other->name, old ? old + 16 : "a route of its own");
                 return rc;
             }
             if (rc != 0) {
@@ -285,6 +290,22 @@ static int check_listen_address(const char *spec, char *why, size_t whylen)
     }
     free(host);
     return rc;
+}
+
+/* True if the two HOST:PORT specs would take the same port on the same
+ * address: the two listeners cannot share one (port 0 picks two). */
+static bool same_listen_address(const char *a, const char *b)
+{
+    const char *ca = strrchr(a, ':'), *cb = strrchr(b, ':');
+    if (ca == NULL || cb == NULL || strcmp(ca + 1, cb + 1) != 0 || strcmp(ca + 1, "0") == 0)
+        return false;
+    size_t la = (size_t)(ca - a), lb = (size_t)(cb - b);
+    static const char *const any[] = { "", "0.0.0.0", "[::]", "*" };
+    for (size_t i = 0; i < sizeof(any) / sizeof(any[0]); i++)
+        if ((la == strlen(any[i]) && strncmp(a, any[i], la) == 0) ||
+            (lb == strlen(any[i]) && strncmp(b, any[i], lb) == 0))
+            return true;
+    return la == lb && strncasecmp(a, b, la) == 0;
 }
 
 /* Finds the value of option `name` ("--listen") in argv[*i], given as
@@ -442,6 +463,11 @@ int mg_gateway_main(int argc, char **argv)
     bad = check_listen_address(gw.cfg.listen, why, sizeof(why)) != 0        ? listen_key
           : check_listen_address(gw.cfg.admin_listen, why, sizeof(why)) != 0 ? admin_key
                                                                             : NULL;
+    if (bad == NULL && same_listen_address(gw.cfg.listen, gw.cfg.admin_listen)) {
+        snprintf(why, sizeof(why), "%s is the public listener's address too (%s)",
+                 gw.cfg.admin_listen, listen_key);
+        bad = admin_key;
+    }
     if (bad != NULL) {
         value_error(config_path, bad, why);
         gw_config_free(&gw.cfg);

@@ -508,6 +508,9 @@ Test(lifecycle, duplicate_routes_are_a_startup_error_naming_both)
     cr_expect_not_null(strstr(out, "dup"), "%s", out);
     cr_expect_not_null(strstr(out, "hello"), "%s", out);
     cr_expect_not_null(strstr(out, "/hello/{"), "%s", out);
+    cr_expect_not_null(strstr(out, "route conflict: module hello declares GET /hello/{name}, "
+                                   "which module dup already serves as GET /hello/{who}"),
+                       "%s", out);
     free(out);
 }
 
@@ -935,6 +938,24 @@ Test(lifecycle, options_take_their_value_after_an_equals_sign)
 
 /* SPEC §3: a bad value is a startup error naming the key, exit code 2,
  * also when the value is well-formed but names no usable address. */
+/* The two listeners on one address is a bad value (exit 2), seen from
+ * the configuration, not a bind that happens to fail (exit 1). */
+Test(lifecycle, both_listeners_on_one_address_exit_2)
+{
+    const char *pairs[][2] = { { "127.0.0.1:19733", "127.0.0.1:19733" },
+                               { "0.0.0.0:19733", "127.0.0.1:19733" } };
+    for (size_t i = 0; i < sizeof(pairs) / sizeof(pairs[0]); i++) {
+        const char *argv[] = { MODGATE_BIN, "--log-dir", "/tmp/mgt-addr-logs", "--listen",
+                               pairs[i][0], "--admin-listen", pairs[i][1], NULL };
+        char *out;
+        int status = run(argv, &out);
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 2, "case %zu: status %d: %s", i,
+                  status, out);
+        cr_expect_not_null(strstr(out, "--admin-listen"), "case %zu: %s", i, out);
+        free(out);
+    }
+}
+
 Test(lifecycle, listen_addresses_that_cannot_be_used_exit_2_naming_the_key)
 {
     struct {
