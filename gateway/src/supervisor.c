@@ -813,17 +813,32 @@ static uint64_t run_deadlines(struct gw_supervisor *s, uint64_t now)
 static void reopen_logs(struct gw_supervisor *s)
 {
     struct gateway *gw = s->gw;
+    /* Each file on its own: one that cannot be reopened (its directory
+     * gone) keeps its old descriptor and does not stop the others. */
+    unsigned failed = 0;
     int rc = gw_log_reopen();
-    if (rc == 0)
-        rc = gw_reopen_onto(gw->access_fd, gw->access_path);
-    for (size_t i = 0; rc == 0 && i < gw->nmodules; i++)
-        rc = gw_reopen_onto(gw->modules[i].log_fd, gw->modules[i].log_path);
-    if (rc != 0)
-        gw_log(GW_ERROR, "SIGHUP: cannot reopen the logs: %s", strerror(-rc));
+    if (rc != 0) {
+        failed++;
+        gw_log(GW_ERROR, "SIGHUP: cannot reopen gateway.log: %s", strerror(-rc));
+    }
+    if ((rc = gw_reopen_onto(gw->access_fd, gw->access_path)) != 0) {
+        failed++;
+        gw_log(GW_ERROR, "SIGHUP: cannot reopen %s: %s", gw->access_path, strerror(-rc));
+    }
+    for (size_t i = 0; i < gw->nmodules; i++)
+        if ((rc = gw_reopen_onto(gw->modules[i].log_fd, gw->modules[i].log_path)) != 0) {
+            failed++;
+            gw_log(GW_ERROR, "SIGHUP: cannot reopen %s: %s", gw->modules[i].log_path,
+                   strerror(-rc));
+        }
     /* Children hold their own descriptors of the module logs. */
     for (struct gw_incarnation *inc = s->live; inc != NULL; inc = inc->next_live)
         kill_incarnation(inc, SIGHUP, NULL);
-    gw_log(GW_INFO, "SIGHUP: log files reopened");
+    if (failed == 0)
+        gw_log(GW_INFO, "SIGHUP: log files reopened");
+    else
+        gw_log(GW_WARN, "SIGHUP: %u log file(s) could not be reopened and keep being written "
+               "where they were", failed);
 }
 
 /* Tells systemd (if it listens) how things are: READY=1 once every module

@@ -695,6 +695,36 @@ Test(supervision, sighup_reopens_log_files)
     gwp_finish(&g);
 }
 
+/* A log that cannot be reopened (its directory gone) is said so, each
+ * file tried on its own, and not reported reopened. */
+Test(supervision, sighup_says_which_logs_it_could_not_reopen)
+{
+    struct gwp g;
+    gwp_start_ok(&g, NULL);
+    char moved[400];
+    snprintf(moved, sizeof(moved), "%s.moved", g.logdir);
+    cr_assert_eq(rename(g.logdir, moved), 0);
+    kill(g.pid, SIGHUP);
+    char path[450];
+    snprintf(path, sizeof(path), "%s/gateway.log", moved);
+    char *log = NULL;
+    for (long t0 = ms_now(); ms_now() - t0 < 3000; usleep(20 * 1000)) {
+        free(log);
+        log = read_file(path, NULL);
+        if (log != NULL && strstr(log, "could not be reopened") != NULL)
+            break;
+    }
+    cr_assert_not_null(log);
+    cr_expect_not_null(strstr(log, "SIGHUP: cannot reopen gateway.log"), "%s", log);
+    cr_expect_not_null(strstr(log, "/access.log: No such file or directory"), "%s", log);
+    cr_expect_not_null(strstr(log, "/hello.log: No such file or directory"), "%s", log);
+    cr_expect_not_null(strstr(log, "could not be reopened"), "%s", log);
+    cr_expect_null(strstr(log, "log files reopened"), "%s", log);
+    free(log);
+    cr_assert_eq(rename(moved, g.logdir), 0);
+    gwp_finish(&g);
+}
+
 struct hup_spam {
     pid_t pid;
     atomic_bool stop;
