@@ -11,13 +11,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 
+#include "accesslog.h"
 #include "errors.h"
 #include "gw.h"
+#include "headers.h"
 #include "logfile.h"
 #include "logtail.h"
 #include "metrics.h"
+#include "registry.h"
 
 struct gw_admin {
     struct gateway *gw;
@@ -170,6 +174,25 @@ static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *j
     return send_text(c, status, "application/json", body, len + 1);
 }
 
+/* The request's id, as on the public listener: the client's X-Request-Id
+ * if it sent a usable one, else a new random one. */
+static void admin_request_id(struct MHD_Connection *c, char id[132])
+{
+    const char *given = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
+    if (given != NULL && gw_request_id_valid(given)) {
+        snprintf(id, 132, "%s", given);
+        return;
+    }
+    uint64_t v[2];
+    if (getrandom(v, sizeof(v), GRND_NONBLOCK) != sizeof(v)) {
+        v[0] = mg__now_us();
+        v[1] = (uint64_t)(uintptr_t)c;
+    }
+    gw_fmt_hex64(id, v[0]);
+    gw_fmt_hex64(id + 16, v[1]);
+    id[32] = '\0';
+}
+
 /* An admin error: the JSON body, and one more header when `hname` is set
  * (WWW-Authenticate for a 401, Allow for a 405). */
 static enum MHD_Result send_error_with(struct MHD_Connection *c, int status, const char *cause,
@@ -177,7 +200,9 @@ static enum MHD_Result send_error_with(struct MHD_Connection *c, int status, con
                                        const char *hvalue)
 {
     uint64_t len;
-    struct MHD_Response *r = gw_error_response(msg, module, 0, cause, "-", &len);
+    char id[132];
+    admin_request_id(c, id);
+    struct MHD_Response *r = gw_error_response(msg, module, 0, cause, id, &len);
     if (r == NULL)
         return MHD_NO;
     if (hname != NULL && MHD_add_response_header(r, hname, hvalue) != MHD_YES) {
@@ -238,21 +263,23 @@ static enum MHD_Result send_405(struct MHD_Connection *c, const char *method, co
     return ok;
 }
 
-static bool authorized(struct gateway *gw, struct MHD_Connection *c)
+enum auth { AUTH_OK, AUTH_MISSING, AUTH_WRONG };
+
+static enum auth authorized(struct gateway *gw, struct MHD_Connection *c)
 {
     const char *token = gw->cfg.admin_token;
     if (token == NULL)
-        return true;
+        return AUTH_OK;
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
     if (h == NULL || strncasecmp(h, "Bearer ", 7) != 0)
-        return false;
+        return AUTH_MISSING;
     const char *given = h + 7;
     size_t a = strlen(given), b = strlen(token);
     /* Compare in constant time over the token's length. */
     unsigned char diff = a != b;
     for (size_t i = 0; i < b; i++)
         diff |= (unsigned char)(token[i] ^ (i < a ? given[i] : 0));
-    return diff == 0;
+    return diff == 0 ? AUTH_OK : AUTH_WRONG;
 }
 
 static enum MHD_Result handle(struct gw_admin *a, struct MHD_Connection *c, const char *url,
@@ -268,9 +295,14 @@ static enum MHD_Result handle(struct gw_admin *a, struct MHD_Connection *c, cons
         return send_error(c, 500, "internal", "out of memory", NULL);
     if (status != 0)
         return send_text(c, status, ctype, (char *)body, strlen(body));
-    if (!authorized(gw, c))
+    enum auth auth = authorized(gw, c);
+    if (auth == AUTH_MISSING)
         return send_error_with(c, 401, "unauthorized", "admin token required", NULL,
                                "WWW-Authenticate", "Bearer realm=\"modgate admin\"");
+    if (auth == AUTH_WRONG) /* RFC 6750 §3.1 */
+        return send_error_with(c, 401, "unauthorized", "admin token rejected", NULL,
+                               "WWW-Authenticate",
+                               "Bearer realm=\"modgate admin\", error=\"invalid_token\"");
 
     bool get = is_read(method);
     if (strcmp(url, "/-/modules") == 0) {
@@ -300,8 +332,17 @@ static enum MHD_Result handle(struct gw_admin *a, struct MHD_Connection *c, cons
         const char *slash = strchr(name, '/');
         size_t nlen = slash ? (size_t)(slash - name) : strlen(name);
         struct gw_module *m = find_module(gw, name, nlen);
-        if (m == NULL)
+        if (m == NULL) {
+            /* Built in but not enabled: say so, it is not a typo. */
+            char known[128], msg[256];
+            snprintf(known, sizeof(known), "%.*s", (int)(nlen < 127 ? nlen : 127), name);
+            if (nlen < 127 && strlen(known) == nlen && mg__module_find(known) != NULL) {
+                snprintf(msg, sizeof(msg), "module %s is not enabled (modules.%s.enabled in the "
+                         "config)", known, known);
+                return send_error(c, 404, "no_module", msg, NULL);
+            }
             return send_error(c, 404, "no_module", "no such module", NULL);
+        }
         if (slash == NULL) {
             if (!get)
                 return send_405(c, method, url, "GET, HEAD", m->name);

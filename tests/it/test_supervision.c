@@ -614,6 +614,23 @@ Test(supervision, an_admin_restart_during_the_backoff_is_counted_once)
     gwp_finish(&g);
 }
 
+/* A module built in but not enabled is not "no such module". */
+Test(supervision, admin_api_tells_a_disabled_module_from_an_unknown_one)
+{
+    struct gwp g;
+    gwp_start_ok(&g, NULL); /* chaos is off by default */
+    struct http_resp r;
+    cr_assert_eq(http_get(gwp_admin_url(&g, "/-/modules/chaos"), &r), 0);
+    cr_expect_eq(r.status, 404);
+    cr_expect_not_null(strstr(r.body, "module chaos is not enabled"), "%s", r.body);
+    http_free(&r);
+    cr_assert_eq(http_get(gwp_admin_url(&g, "/-/modules/nosuch"), &r), 0);
+    cr_expect_eq(r.status, 404);
+    cr_expect_not_null(strstr(r.body, "no such module"), "%s", r.body);
+    http_free(&r);
+    gwp_finish(&g);
+}
+
 Test(supervision, admin_api_modules_log_and_token)
 {
     struct gwp g;
@@ -624,6 +641,10 @@ Test(supervision, admin_api_modules_log_and_token)
     const char *challenge = http_header(&r, "WWW-Authenticate");
     cr_expect(challenge != NULL && strncmp(challenge, "Bearer ", 7) == 0, "a 401 says how: %s",
               challenge ? challenge : "(none)");
+    /* An admin error has a request id, as on the public listener. */
+    const char *rid = http_header(&r, "X-Request-Id");
+    cr_expect(rid != NULL && strlen(rid) == 32, "%s", rid ? rid : "(none)");
+    cr_expect_not_null(strstr(r.body, rid ? rid : "?"), "%s", r.body);
     http_free(&r);
     cr_expect_eq(http_status(gwp_admin_url(&g, "/-/healthz")), 200, "healthz needs no token");
     cr_expect_eq(http_status(gwp_admin_url(&g, "/-/readyz")), 200);
@@ -631,6 +652,11 @@ Test(supervision, admin_api_modules_log_and_token)
     struct http_req q = { .url = gwp_admin_url(&g, "/-/modules"), .headers = bad };
     cr_assert_eq(http_do(&q, &r), 0);
     cr_expect_eq(r.status, 401);
+    /* A wrong token is told apart from a missing one (RFC 6750 §3.1). */
+    challenge = http_header(&r, "WWW-Authenticate");
+    cr_expect(challenge != NULL && strstr(challenge, "error=\"invalid_token\"") != NULL, "%s",
+              challenge ? challenge : "(none)");
+    cr_expect_not_null(strstr(r.body, "admin token rejected"), "%s", r.body);
     http_free(&r);
     const char *good[] = { "Authorization: Bearer s3cret", NULL };
     q.headers = good;
