@@ -393,6 +393,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_data_size = 0;
         return MHD_YES;
     }
+    /* An absolute-form target (RFC 9112 §3.2.2: a server must take it,
+     * as the public listener does) names its path after the authority. */
+    size_t skip = strncasecmp(url, "http://", 7) == 0 ? 7 : strncasecmp(url, "https://", 8) == 0 ? 8 : 0;
+    if (skip > 0) {
+        const char *path = strchr(url + skip, '/');
+        url = path != NULL ? path : "/";
+    }
     return handle(cls, c, url, method);
 }
 

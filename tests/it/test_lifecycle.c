@@ -87,6 +87,16 @@ Test(lifecycle, healthz_and_readyz_on_both_listeners)
         cr_expect_str_eq(r.body, "ok\n");
         http_free(&r);
     }
+    /* Both take an absolute-form target (RFC 9112 §3.2.2), as through a proxy. */
+    const char *req = "GET http://gw.example/-/healthz HTTP/1.1\r\nHost: gw.example\r\n"
+                      "Connection: close\r\n\r\n";
+    int ports[] = { g.port, g.admin_port };
+    for (size_t i = 0; i < 2; i++) {
+        size_t len;
+        char *out = raw_exchange(ports[i], NULL, req, strlen(req), 2000, &len);
+        cr_expect(strncmp(out, "HTTP/1.1 200 ", 13) == 0, "port %d: %s", ports[i], out);
+        free(out);
+    }
     gwp_stop(&g);
     gwp_cleanup(&g);
 }
