@@ -334,7 +334,7 @@ static enum MHD_Result handle(struct gw_admin *a, struct MHD_Connection *c, cons
         struct gw_module *m = find_module(gw, name, nlen);
         if (m == NULL) {
             /* Built in but not enabled: say so, it is not a typo. */
-            char known[128], msg[256];
+            char known[128], msg[400];
             snprintf(known, sizeof(known), "%.*s", (int)(nlen < 127 ? nlen : 127), name);
             if (nlen < 127 && strlen(known) == nlen && mg__module_find(known) != NULL) {
                 snprintf(msg, sizeof(msg), "module %s is not enabled (modules.%s.enabled in the "
