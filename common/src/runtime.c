@@ -84,6 +84,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     struct server *srv = cls;
     struct mg_req *req = mg__req_new(srv->module, uri, srv->max_body);
+    mg__mhd_skip_query_records(uri); /* parsed above already: see util.h */
     if (req != NULL) {
         req->conn = conn;
         atomic_fetch_add(&active_requests, 1);

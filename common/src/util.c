@@ -280,3 +280,14 @@ void mg__std_fds_open(void)
             close(n); /* cannot happen: fd was the lowest free one */
     }
 }
+
+void mg__mhd_skip_query_records(const char *uri)
+{
+#if MHD_VERSION == 0x00097500
+    char *q = strchr((char *)uri, '?');
+    if (q != NULL)
+        q[1] = '\0';
+#else
+    (void)uri;
+#endif
+}

@@ -54,6 +54,18 @@ char *mg__percent_decode(const char *src, size_t len, bool plus);
  * only (no blank, sign or "-1"), at most `max`. 0 and *out, or -1. */
 int mg__parse_ulong(const char *s, unsigned long long max, unsigned long long *out);
 
+/* For libmicrohttpd's URI-log callback, which gets the request target
+ * just before libmicrohttpd 0.9.75 parses its query into a record per
+ * argument in the connection's memory pool: a query of some 500
+ * arguments (3 KB) runs the pool out, and the connection then hangs,
+ * unanswered, with no completion callback. The gateway and the module
+ * runtime take the raw target in that callback and parse the query
+ * themselves, so this ends the query in libmicrohttpd's copy of the line
+ * (its read buffer, where it writes a NUL at the '?' next anyway).
+ * Written against 0.9.75's parse_initial_message_line; with another
+ * version it does nothing. */
+void mg__mhd_skip_query_records(const char *uri);
+
 /* Opens /dev/null on whichever of descriptors 0, 1 and 2 is closed, so
  * that files opened later do not take their place (a daemon started with
  * `>&- 2>&-` would write its stderr lines into its access log). */

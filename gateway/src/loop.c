@@ -140,6 +140,7 @@ struct gw_loop *gw_loop_new(struct gateway *gw, unsigned index, char *err, size_
     size_t pool = (size_t)c->limits.max_header_bytes + 16 * 1024;
     if (pool < 32 * 1024)
         pool = 32 * 1024;
+    l->mhd_pool = pool;
     /* The limit is global (the loops share the listen socket unevenly):
      * each daemon may take all of it, accept_policy enforces the total. */
     l->mhd = MHD_start_daemon(

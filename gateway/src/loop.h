@@ -59,6 +59,7 @@ struct gw_loop {
     size_t nby_fd;
 
     CURL *easy_pool[GW_EASY_POOL_MAX]; /* idle easy handles, reused */
+    size_t mhd_pool;               /* libmicrohttpd's memory per connection */
     size_t neasy;
 
     struct mg_buf access_buf;   /* access-log lines not yet written */

@@ -319,6 +319,7 @@ size_t gw_req_on_header(char *buf, size_t size, size_t n, void *userp)
             isdigit((unsigned char)sp[2]) && isdigit((unsigned char)sp[3]))
             r->status = (sp[1] - '0') * 100 + (sp[2] - '0') * 10 + (sp[3] - '0');
         r->resp_hdrs.len = 0;
+        r->resp_hdr_count = 0;
         r->resp_len = -1;
         return len;
     }
@@ -368,6 +369,7 @@ size_t gw_req_on_header(char *buf, size_t size, size_t n, void *userp)
         mg__buf_append(&r->resp_hdrs, v, (size_t)(end - v)) != 0 ||
         mg__buf_append(&r->resp_hdrs, "", 1) != 0)
         return 0; /* over the header limit: fail the transfer */
+    r->resp_hdr_count++;
     return len;
 }
 
@@ -590,21 +592,47 @@ static void forwarding_headers(struct hdr_pass *p, struct request *r, const char
         emit(p, "Host:", "", "", "");
 }
 
+static enum MHD_Result join_forwarded_for(void *cls, enum MHD_ValueKind kind, const char *k,
+                                          const char *v)
+{
+    (void)kind;
+    struct mg_buf *b = cls;
+    if (strcasecmp(k, "X-Forwarded-For") != 0 || v == NULL || v[0] == '\0')
+        return MHD_YES;
+    if ((b->len > 0 && mg__buf_append(b, ", ", 2) != 0) || mg__buf_append(b, v, strlen(v)) != 0)
+        return MHD_NO;
+    return MHD_YES;
+}
+
 /* Returns the header list (free() it), or NULL on ENOMEM. */
 static struct curl_slist *build_headers(struct request *r, const char *connection)
 {
     struct hdr_pass p = { .connection = connection, .authority = r->authority };
     const char *xff = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Forwarded-For");
+    /* Several X-Forwarded-For lines are one list (RFC 9110 §5.3), in order. */
+    struct mg_buf joined;
+    mg__buf_init(&joined, (size_t)r->loop->gw->cfg.limits.max_header_bytes + 1);
+    if (r->forwarded_fors > 1) {
+        MHD_get_connection_values(r->conn, MHD_HEADER_KIND, join_forwarded_for, &joined);
+        if (mg__buf_append(&joined, "", 1) != 0) {
+            mg__buf_free(&joined);
+            return NULL;
+        }
+        xff = joined.data;
+    }
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, add_request_header, &p);
     forwarding_headers(&p, r, xff);
     size_t nodes = p.count * sizeof(struct curl_slist);
     char *block = malloc(nodes + p.bytes);
-    if (block == NULL)
+    if (block == NULL) {
+        mg__buf_free(&joined);
         return NULL;
+    }
     struct hdr_pass fill = { .connection = connection, .authority = r->authority, .filling = true,
                              .nodes = (struct curl_slist *)block, .text = block + nodes };
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, add_request_header, &fill);
     forwarding_headers(&fill, r, xff);
+    mg__buf_free(&joined);
     return fill.nodes;
 }
 
@@ -801,10 +829,30 @@ bool gw_req_add_module_headers(struct request *r, struct MHD_Response *resp)
     return MHD_add_response_header(resp, "X-Request-Id", r->id) == MHD_YES;
 }
 
+/* libmicrohttpd builds an answer's head in the connection's memory pool,
+ * beside the request's head; one that does not fit closes the connection
+ * without a word. The module's headers are measured first, generously:
+ * the request's lines with a record each, the module's lines, and room
+ * for the status line and the headers the gateway adds. */
+static bool module_head_fits(const struct request *r)
+{
+    size_t need = r->head_bytes + 64 * (size_t)r->head_lines + r->resp_hdrs.len +
+                  4 * (size_t)r->resp_hdr_count + 512;
+    return need <= r->loop->mhd_pool;
+}
+
 static enum MHD_Result queue_answer(struct request *r)
 {
     struct MHD_Response *resp;
     int status;
+    if (r->local_status == 0 && !r->ws && !module_head_fits(r)) {
+        gw_req_transfer_end(r);
+        gw_list_remove(&r->link_timer);
+        gw_req_set_error(r, 502, "bad_response", "module %s answered with %zu bytes of headers "
+                         "(%u lines): more than fit beside this request's %zu "
+                         "(limits.max_header_bytes sets the room)", r->mod->name,
+                         r->resp_hdrs.len, r->resp_hdr_count, r->head_bytes);
+    }
     if (r->local_status != 0) {
         status = r->local_status;
         if (r->local_ctype != NULL) {
@@ -902,6 +950,7 @@ void *gw_proxy_on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     }
     const char *q = strchr(r->target, '?');
     r->pathlen = q ? (size_t)(q - r->target) : strlen(r->target);
+    mg__mhd_skip_query_records(uri); /* after the copy: see util.h */
     r->loop = l;
     r->conn = conn;
     r->refs = 1;
@@ -949,7 +998,7 @@ static void client_address(struct request *r)
  * free of CR). */
 struct head_scan {
     size_t bytes;
-    unsigned hosts, lengths, codings, connections;
+    unsigned lines, hosts, lengths, codings, connections, forwarded_fors;
     bool lengths_differ, bad_name, bad_value;
     const char *length, *coding, *connection;
     size_t connection_bytes;
@@ -964,6 +1013,7 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
         v = "";
     size_t klen = strlen(k), vlen = strlen(v);
     h->bytes += klen + vlen + 4;
+    h->lines++;
     if (!mg__http_token(k, klen))
         h->bad_name = true;
     /* libmicrohttpd ends lines at CRLF or LF only: a bare CR stays in the
@@ -975,6 +1025,10 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
     case 'h':
         if (klen == 4 && strcasecmp(k, "Host") == 0)
             h->hosts++;
+        break;
+    case 'x':
+        if (klen == 15 && strcasecmp(k, "X-Forwarded-For") == 0)
+            h->forwarded_fors++;
         break;
     case 'c':
         if (klen == 14 && strcasecmp(k, "Content-Length") == 0) {
@@ -1189,6 +1243,9 @@ static enum MHD_Result first_call(struct request *r, const char *method, const c
                   h.bytes, c->limits.max_header_bytes);
         return MHD_YES;
     }
+    r->head_bytes = h.bytes;
+    r->head_lines = h.lines;
+    r->forwarded_fors = h.forwarded_fors;
     if (check_head(r, version, &h) != 0)
         return queue_answer(r); /* and close: where this request ends is unclear */
     r->body_expected = h.codings > 0 || (h.lengths > 0 && strspn(h.length, "0") != strlen(h.length));

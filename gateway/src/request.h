@@ -43,6 +43,9 @@ struct request {
     char *connection_joined;       /* their storage when several headers had them */
     char *authority;               /* of an absolute-form target: the Host to send */
     bool has_host;
+    size_t head_bytes;             /* the request head, as libmicrohttpd keeps it */
+    unsigned head_lines;           /* its header lines */
+    unsigned forwarded_fors;       /* X-Forwarded-For lines among them */
     bool body_framed;              /* the client sent Content-Length or Transfer-Encoding */
     bool body_expected;            /* ... announcing a body of one byte or more */
     uint64_t start_us;
@@ -83,6 +86,7 @@ struct request {
 
     int status;
     struct mg_buf resp_hdrs;       /* "name\0value\0" pairs */
+    unsigned resp_hdr_count;       /* ... how many */
     int64_t resp_len;              /* Content-Length, -1 if none */
     bool headers_done, stream_mode, resp_ready;
     struct bytes down;

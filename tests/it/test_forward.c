@@ -139,6 +139,40 @@ Test(forward, client_request_id_and_forwarded_for_are_kept)
     http_free(&r);
 }
 
+/* Several X-Forwarded-For lines are one list, kept in order (RFC 9110
+ * §5.3), and the client is added at its end. */
+Test(forward, every_forwarded_for_line_is_kept)
+{
+    const char *hdrs[] = { "X-Forwarded-For: 1.1.1.1", "X-Forwarded-For: 2.2.2.2, 3.3.3.3", NULL };
+    struct http_req q = { .url = gwp_url(&g, "/echo/xff"), .headers = hdrs };
+    struct http_resp r;
+    json_t *j = echo(&q, &r);
+    cr_expect_str_eq(jstr(j, "headers", "x-forwarded-for"), "1.1.1.1, 2.2.2.2, 3.3.3.3, 127.0.0.1");
+    json_decref(j);
+    http_free(&r);
+}
+
+/* A long query (1200 arguments, 14 KB) reaches the module whole: it is not
+ * the gateway's to parse (libmicrohttpd's own parse of it ran out of
+ * memory at some 500 and left the connection hanging). */
+Test(forward, a_query_of_1200_arguments_is_forwarded)
+{
+    char *url = malloc(1200 * 12 + 64); /* longer than gwp_url's buffer */
+    cr_assert_not_null(url);
+    size_t n = (size_t)sprintf(url, "http://127.0.0.1:%d/echo/q?", g.port);
+    for (int i = 0; i < 1200; i++)
+        n += (size_t)sprintf(url + n, "%sa%d=%d", i ? "&" : "", i, i);
+    struct http_req q = { .url = url, .timeout_ms = 5000 };
+    struct http_resp r;
+    json_t *j = echo(&q, &r);
+    json_t *query = json_object_get(j, "query");
+    cr_expect_eq(json_object_size(query), 1200);
+    cr_expect_str_eq(json_string_value(json_object_get(query, "a1199")), "1199");
+    json_decref(j);
+    http_free(&r);
+    free(url);
+}
+
 static void fill(unsigned char *buf, size_t len, unsigned seed)
 {
     for (size_t i = 0; i < len; i++) {

@@ -89,6 +89,30 @@ static unsigned char pattern(uint64_t i)
 
 /* ---- request side -------------------------------------------------------- */
 
+/* A module answer whose head is too large for libmicrohttpd to send
+ * (it builds heads in the connection's memory pool) is a 502 that says
+ * so, not a connection closed without a word; a large one that fits goes
+ * out whole. */
+Test(sdk, a_module_answer_head_too_large_to_send_is_a_502)
+{
+    char path[512], value[201];
+    memset(value, 'v', 200);
+    value[200] = '\0';
+    struct http_resp r;
+    snprintf(path, sizeof(path), "/sdk/header?name=X-Big&value=%s&count=50", value);
+    get(path, NULL, &r);
+    cr_expect_eq(r.status, 200, "%ld %s", r.status, r.body);
+    cr_expect_eq(http_header_count(&r, "X-Big"), 50);
+    http_free(&r);
+    snprintf(path, sizeof(path), "/sdk/header?name=X-Big&value=%s&count=300", value);
+    get(path, NULL, &r);
+    cr_expect_eq(r.status, 502, "%ld %s", r.status, r.body);
+    const char *err = http_header(&r, "X-Modgate-Error");
+    cr_expect(err != NULL && strstr(err, "cause=bad_response") != NULL, "%s", err ? err : "(none)");
+    cr_expect_not_null(strstr(r.body ? r.body : "", "bytes of headers"), "%s", r.body);
+    http_free(&r);
+}
+
 Test(sdk, captures_are_percent_decoded)
 {
     expect_text("/sdk/cap/x%20y/%2Fslash%3F", 200, "a=[x y] b=[/slash?] none=(null)\n");

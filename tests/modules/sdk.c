@@ -14,7 +14,8 @@
  *   GET  /sdk/res               status, repeated headers, a replaced body
  *   GET  /sdk/printf?width=N    mg_res_printf, called twice
  *   GET  /sdk/status?code=N     mg_res_status with the given code
- *   GET  /sdk/header?name=N&value=V   mg_res_header with any name and value
+ *   GET  /sdk/header?name=N&value=V[&count=C]   mg_res_header with any name and
+ *                               value (C times, for a head of any size)
  *   GET  /sdk/error?status=S    mg_res_error
  *   GET  /sdk/fail              returns -1 without setting an error
  *   GET  /sdk/stream/head       stream status and headers, before and after the first write
@@ -245,7 +246,10 @@ static int status(mg_req *req, mg_res *res)
 static int header(mg_req *req, mg_res *res)
 {
     const char *name = mg_req_query(req, "name"), *value = mg_req_query(req, "value");
-    int rc = mg_res_header(res, name ? name : "", value ? value : "");
+    long count = number(req, "count", 1);
+    int rc = 0;
+    for (long i = 0; i < count && rc == 0; i++)
+        rc = mg_res_header(res, name ? name : "", value ? value : "");
     return mg_res_printf(res, 200, "text/plain", "rc=%d\n", rc);
 }
 
