@@ -245,7 +245,7 @@ int mg_router_add(struct mg_router *r, const char *method, const char *pattern, 
     while (*list != NULL)
         list = &(*list)->next;
     *list = e;
-    r->allow_max += strlen(method) + 2;
+    r->allow_max += strlen(method) + 2 + (strcmp(method, "GET") == 0 ? strlen("HEAD") + 2 : 0);
     return 0;
 
 nomem:
@@ -315,8 +315,11 @@ static bool try_endpoints(struct walk *w, const struct endpoint *list)
             break;
         if (fallback == NULL && method_fits(e->method, w->method))
             fallback = e;
-        else if (!method_fits(e->method, w->method))
+        else if (!method_fits(e->method, w->method)) {
             allow_add(w, e->method);
+            if (strcmp(e->method, "GET") == 0)
+                allow_add(w, "HEAD"); /* a GET route answers HEAD too */
+        }
     }
     if (e == NULL)
         e = fallback;

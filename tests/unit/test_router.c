@@ -395,7 +395,7 @@ Test(router, method_fall_through_from_literal_to_capture)
     expect_found("GET", "/hello/ticks", get);
     expect_capture("/hello/ticks", 0, "name", "ticks");
     expect_found("POST", "/hello/ticks", post);
-    expect_no_method("POST", "/hello/bob", "GET");
+    expect_no_method("POST", "/hello/bob", "GET, HEAD");
 }
 
 Test(router, method_star_matches_every_method)
@@ -410,7 +410,7 @@ Test(router, method_star_matches_every_method)
 Test(router, method_is_case_sensitive)
 {
     add_ok("GET", "/x");
-    expect_no_method("get", "/x", "GET");
+    expect_no_method("get", "/x", "GET, HEAD");
 }
 
 Test(router, head_matches_get_routes)
@@ -465,8 +465,8 @@ Test(router, no_path_vs_no_method_with_allow)
 {
     add_ok("GET", "/a");
     add_ok("POST", "/a");
-    expect_no_method("DELETE", "/a", "GET, POST");
-    expect_no_method("PUT", "/a", "GET, POST");
+    expect_no_method("DELETE", "/a", "GET, HEAD, POST");
+    expect_no_method("PUT", "/a", "GET, HEAD, POST");
     expect_no_path("DELETE", "/b");
     cr_assert_str_eq(Allow, "", "Allow is emptied on NO_PATH");
 }
@@ -478,9 +478,9 @@ Test(router, allow_is_deduplicated_across_routes)
     add_ok("GET", "/b/*");
     add_ok("POST", "/b/*");
     add_ok("PUT", "/b/lit");
-    expect_no_method("DELETE", "/b/c", "GET, POST");
-    expect_no_method("DELETE", "/b/c/d", "GET, POST");
-    expect_no_method("DELETE", "/b/lit", "PUT, GET, POST");
+    expect_no_method("DELETE", "/b/c", "GET, HEAD, POST");
+    expect_no_method("DELETE", "/b/c/d", "GET, HEAD, POST");
+    expect_no_method("DELETE", "/b/lit", "PUT, GET, HEAD, POST");
 }
 
 Test(router, allow_fits_in_allow_max)
@@ -491,7 +491,7 @@ Test(router, allow_fits_in_allow_max)
         if (i < 3)
             add_ok(methods[i], "/m/*");
     }
-    const char *full = "GET, POST, PUT, DELETE, PATCH, OPTIONS";
+    const char *full = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS";
     size_t max = mg_router_allow_max(R);
     cr_assert_geq(max, strlen(full) + 1);
     char *allow = malloc(max);
