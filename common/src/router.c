@@ -338,6 +338,51 @@ static bool try_endpoints(struct walk *w, const struct endpoint *list)
     return false;
 }
 
+static int hex_value(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                          : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+/* The next character of a path segment as RFC 3986 §6.2.2 compares them:
+ * a percent-encoded unreserved character is that character ("%74" is
+ * "t"); another escape stays an escape, whatever the case of its digits
+ * ("%2f" is "%2F", never "/"). Returns the bytes it took; *c gets the
+ * character, or 256 + the escaped byte. */
+static size_t segment_char(const char *s, size_t left, int *c)
+{
+    int hi, lo;
+    if (left >= 3 && s[0] == '%' && (hi = hex_value(s[1])) >= 0 && (lo = hex_value(s[2])) >= 0) {
+        int v = hi * 16 + lo;
+        bool unreserved = (v >= 'a' && v <= 'z') || (v >= 'A' && v <= 'Z') ||
+                          (v >= '0' && v <= '9') || v == '-' || v == '.' || v == '_' || v == '~';
+        *c = unreserved ? v : 256 + v;
+        return 3;
+    }
+    *c = (unsigned char)s[0];
+    return 1;
+}
+
+/* A literal segment of a pattern against a segment of a request path,
+ * equal as URIs are (nginx decodes before it matches, too): /hello/%74icks
+ * is /hello/ticks. */
+static bool segment_is(const char *lit, size_t litlen, const char *seg, size_t seglen)
+{
+    if (litlen == seglen && memcmp(lit, seg, seglen) == 0)
+        return true;
+    if (memchr(seg, '%', seglen) == NULL && memchr(lit, '%', litlen) == NULL)
+        return false;
+    size_t i = 0, j = 0;
+    while (i < litlen && j < seglen) {
+        int a, b;
+        i += segment_char(lit + i, litlen - i, &a);
+        j += segment_char(seg + j, seglen - j, &b);
+        if (a != b)
+            return false;
+    }
+    return i == litlen && j == seglen;
+}
+
 /* `pos` is where the next segment starts; `more` says whether there is one
  * (the path "/a" has one segment "a", the path "/a/" two: "a" and ""). */
 static bool walk(struct walk *w, const struct node *n, size_t pos, bool more)
@@ -353,7 +398,7 @@ static bool walk(struct walk *w, const struct node *n, size_t pos, bool more)
 
     for (size_t i = 0; i < n->nlits; i++) {
         const struct node *c = n->lits[i];
-        if (c->litlen == seglen && memcmp(c->lit, seg, seglen) == 0) {
+        if (segment_is(c->lit, c->litlen, seg, seglen)) {
             if (walk(w, c, next, next_more))
                 return true;
             break;

@@ -407,6 +407,24 @@ Test(router, method_star_matches_every_method)
         expect_found(methods[i], "/any", t);
 }
 
+/* Literal segments compare as URIs do (RFC 3986 §6.2.2): a
+ * percent-encoded unreserved character is that character; an encoded
+ * slash or other reserved character is not. */
+Test(router, percent_encoded_unreserved_characters_match_literals)
+{
+    const char *ticks = add_ok("GET", "/hello/ticks");
+    const char *name = add_ok("GET", "/hello/{name}");
+    const char *ab = add_ok("GET", "/a/b");
+    expect_found("GET", "/hello/%74icks", ticks);
+    expect_found("GET", "/hello/ti%63%6Bs", ticks);
+    expect_found("GET", "/hello/ti%63%6bs", ticks);
+    expect_found("GET", "/%68ello/ticks", ticks);
+    expect_found("GET", "/hello/%54icks", name); /* "T": case counts */
+    expect_found("GET", "/hello/ticks%2F", name);
+    expect_no_path("GET", "/a%2Fb");
+    expect_found("GET", "/a/%62", ab);
+}
+
 Test(router, method_is_case_sensitive)
 {
     add_ok("GET", "/x");
