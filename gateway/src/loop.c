@@ -141,8 +141,16 @@ struct gw_loop *gw_loop_new(struct gateway *gw, unsigned index, char *err, size_
     if (pool < 32 * 1024)
         pool = 32 * 1024;
     l->mhd_pool = pool;
-    /* The limit is global (the loops share the listen socket unevenly):
-     * each daemon may take all of it, accept_policy enforces the total. */
+    /* Each daemon takes its share of max_connections: at its share it
+     * stops accepting, so that a client over the limit waits in the
+     * listen queue until a connection closes (as at nginx's
+     * worker_connections), rather than being reset; a connection its
+     * client has closed counts until the loop has read that close, and a
+     * reset would have hit clients that were never over the limit. A
+     * loop at its share leaves the listen socket to the others, so the
+     * loops fill unevenly without the total falling short; accept_policy
+     * resets the few the rounded-up shares allow over the total. */
+    unsigned share = (c->limits.max_connections + gw->nloops - 1) / gw->nloops;
     l->mhd = MHD_start_daemon(
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG, 0,
         accept_policy, gw,
@@ -153,7 +161,7 @@ struct gw_loop *gw_loop_new(struct gateway *gw, unsigned index, char *err, size_
         MHD_OPTION_NOTIFY_COMPLETED, gw_proxy_on_completed, l,
         MHD_OPTION_NOTIFY_CONNECTION, gw_proxy_on_connection, l,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
-        MHD_OPTION_CONNECTION_LIMIT, c->limits.max_connections,
+        MHD_OPTION_CONNECTION_LIMIT, share,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)90,
         MHD_OPTION_END);
     if (l->mhd == NULL) {

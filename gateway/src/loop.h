@@ -43,7 +43,7 @@ struct gw_loop {
     struct gw_curl_watch curl_watch; /* curl's sockets in epfd */
     CURLU *module_url;          /* every transfer's URL, parsed once */
     int64_t curl_deadline_ms;   /* -1: curl wants no timeout */
-    bool resumed;               /* a connection was resumed since the last MHD_run */
+    bool resumed;               /* MHD must run before the loop blocks: a connection was resumed, or closed */
 
     struct gw_link requests;      /* every live request */
     struct gw_link heads;         /* request line in, the rest of the head not yet; oldest first */

@@ -1508,6 +1508,9 @@ void gw_proxy_on_connection(void *cls, struct MHD_Connection *conn, void **socke
     } else {
         atomic_fetch_sub_explicit(&l->gw->connections, 1, memory_order_relaxed);
         gw_loop_unwatch(l, ci->connect_fd);
+        /* A daemon at its share of max_connections takes its listen socket
+         * back only in its next run: have one before the loop blocks. */
+        l->resumed = true;
     }
 }
 

@@ -100,6 +100,24 @@ char *read_answer(int fd, int quiet_ms, size_t *outlen)
     return out;
 }
 
+char *read_until(int fd, const char *want, int ms)
+{
+    size_t n = 0, cap = 16384;
+    char *out = calloc(1, cap);
+    cr_assert_not_null(out);
+    for (long end = ms_now() + ms; strstr(out, want) == NULL && ms_now() < end && n + 1 < cap;) {
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (poll(&p, 1, (int)(end - ms_now())) <= 0)
+            break;
+        ssize_t got = recv(fd, out + n, cap - n - 1, 0);
+        if (got <= 0)
+            break;
+        n += (size_t)got;
+        out[n] = '\0';
+    }
+    return out;
+}
+
 int count_fds(pid_t pid)
 {
     char path[64];

@@ -122,6 +122,9 @@ char *raw_exchange(int port, const char *unix_path, const char *req, size_t len,
 /* Every byte that comes in on fd until the peer closes or stays silent for
  * `quiet_ms` (caller frees; *outlen gets the length). */
 char *read_answer(int fd, int quiet_ms, size_t *outlen);
+/* What comes in on fd until `want` is among it, the peer closes, or `ms`
+ * pass (caller frees; "" if nothing came). */
+char *read_until(int fd, const char *want, int ms);
 
 /* Monotonic milliseconds. */
 long ms_now(void);

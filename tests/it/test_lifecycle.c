@@ -812,26 +812,6 @@ Test(lifecycle, readyz_is_503_while_draining)
     gwp_cleanup(&g);
 }
 
-/* What comes in on fd until `want` is among it, the peer closes, or `ms`
- * pass (caller frees). */
-static char *read_until(int fd, const char *want, int ms)
-{
-    size_t n = 0, cap = 16384;
-    char *out = calloc(1, cap);
-    cr_assert_not_null(out);
-    for (long end = ms_now() + ms; strstr(out, want) == NULL && ms_now() < end && n + 1 < cap;) {
-        struct pollfd p = { .fd = fd, .events = POLLIN };
-        if (poll(&p, 1, (int)(end - ms_now())) <= 0)
-            break;
-        ssize_t got = recv(fd, out + n, cap - n - 1, 0);
-        if (got <= 0)
-            break;
-        n += (size_t)got;
-        out[n] = '\0';
-    }
-    return out;
-}
-
 /* Stopping: a request sent meanwhile on an idle keep-alive connection is
  * answered (and told Connection: close) or its connection closes at once;
  * it is not left waiting for the drain and then dropped. The connections

@@ -32,7 +32,7 @@ static int connect_small(int port)
 }
 
 /* Reads until `needle` has come (up to 10 s); the bytes are dropped. */
-static void read_until(int fd, const char *needle)
+static void skip_until(int fd, const char *needle)
 {
     char buf[4096 + 1];
     size_t keep = 0;
@@ -86,7 +86,7 @@ Test(runtime, a_stream_of_tiny_writes_to_a_stalled_client_holds_little_memory)
                            "GET /sdk/stream/tiny HTTP/1.1\r\nHost: x\r\nX-Request-Id: tiny-%d\r\n\r\n",
                            i);
         send_all(fds[i], req, (size_t)len);
-        read_until(fds[i], "\r\n\r\n"); /* the stream has begun; no more reading */
+        skip_until(fds[i], "\r\n\r\n"); /* the stream has begun; no more reading */
     }
     /* Every handler is now blocked on its full queue: wait until the
      * module stops growing (bounded). */
@@ -172,7 +172,7 @@ Test(runtime, sigterm_lets_a_stream_handler_finish_after_its_client_left)
     const char *req = "GET /sdk/stream/linger?ms=1500 HTTP/1.1\r\nHost: x\r\n"
                       "X-Request-Id: linger-1\r\n\r\n";
     send_all(fd, req, strlen(req));
-    read_until(fd, "here\n");
+    skip_until(fd, "here\n");
     close(fd);
     sigterm_after(&g, "linger linger-1: cleaning up", "linger linger-1: cleaned up");
     gwp_finish(&g);
