@@ -118,6 +118,17 @@ char *read_until(int fd, const char *want, int ms)
     return out;
 }
 
+int held_connection(int port, const char *req, const char *want)
+{
+    int fd = test_connect(port, NULL, 0);
+    cr_assert_geq(fd, 0);
+    send_all(fd, req, strlen(req));
+    char *out = read_until(fd, want, 5000);
+    cr_assert_not_null(strstr(out, want), "%s", out);
+    free(out);
+    return fd;
+}
+
 int count_fds(pid_t pid)
 {
     char path[64];

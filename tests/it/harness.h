@@ -125,6 +125,10 @@ char *read_answer(int fd, int quiet_ms, size_t *outlen);
 /* What comes in on fd until `want` is among it, the peer closes, or `ms`
  * pass (caller frees; "" if nothing came). */
 char *read_until(int fd, const char *want, int ms);
+/* A connection to 127.0.0.1:port on which `req` was sent and answered
+ * (`want` came back, within 5 s): kept open, for tests that hold
+ * keep-alive connections. */
+int held_connection(int port, const char *req, const char *want);
 
 /* Monotonic milliseconds. */
 long ms_now(void);

@@ -240,14 +240,8 @@ Test(errors, over_max_connections_a_client_waits_for_a_free_slot)
     gwp_start_ok(&g, "{\"limits\": {\"max_connections\": 2}}");
     const char *req = "GET /hello/c HTTP/1.1\r\nHost: x\r\n\r\n";
     int held[2];
-    for (int i = 0; i < 2; i++) {
-        held[i] = test_connect(g.port, NULL, 0);
-        cr_assert_geq(held[i], 0);
-        send_all(held[i], req, strlen(req));
-        char *out = read_until(held[i], "hello c\n", 5000);
-        cr_assert_not_null(strstr(out, "hello c\n"), "%s", out);
-        free(out);
-    }
+    for (int i = 0; i < 2; i++)
+        held[i] = held_connection(g.port, req, "hello c\n");
     int third = test_connect(g.port, NULL, 0);
     cr_assert_geq(third, 0);
     send_all(third, req, strlen(req));

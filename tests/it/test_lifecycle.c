@@ -825,14 +825,8 @@ Test(lifecycle, idle_keepalive_connections_do_not_wait_for_the_drain)
     enum { N = 8 };
     int fds[N];
     const char *req = "GET /hello/k HTTP/1.1\r\nHost: x\r\n\r\n";
-    for (int i = 0; i < N; i++) {
-        fds[i] = test_connect(g.port, NULL, 0);
-        cr_assert_geq(fds[i], 0);
-        send_all(fds[i], req, strlen(req));
-        char *out = read_until(fds[i], "hello k\n", 5000);
-        cr_assert_not_null(strstr(out, "hello k\n"), "%s", out);
-        free(out);
-    }
+    for (int i = 0; i < N; i++)
+        fds[i] = held_connection(g.port, req, "hello k\n");
     struct http_call c = { .url = gwp_url(&g, "/chaos/slow?ms=3000") };
     pthread_t t;
     pthread_create(&t, NULL, http_get_thread, &c);

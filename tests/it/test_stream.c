@@ -411,6 +411,20 @@ static int start_chunked_post(const struct gwp *g, size_t n, bool end, const cha
     return fd;
 }
 
+/* The answer on fd, read until the gateway closes or is silent for 5 s
+ * (fd is closed; caller frees), checked for its status line and for
+ * `needle` (NULL: none). */
+static char *answer_with(int fd, const char *status_line, const char *needle)
+{
+    size_t len;
+    char *out = read_answer(fd, 5000, &len);
+    close(fd);
+    cr_expect(strncmp(out, status_line, strlen(status_line)) == 0, "%s", out);
+    if (needle != NULL)
+        cr_expect_not_null(strstr(out, needle), "%s", out);
+    return out;
+}
+
 /* libmicrohttpd takes no answer while a body comes in; the gateway does
  * not wait for the body's end (which may never come) to say why it is
  * refused. */
@@ -419,12 +433,8 @@ Test(stream, a_body_over_the_limit_is_refused_before_its_end)
     struct gwp g;
     gwp_start_ok(&g, "{\"limits\": {\"max_body_bytes\": 4096}}");
     int fd = start_chunked_post(&g, 8192, false, "");
-    size_t len;
-    char *out = read_answer(fd, 5000, &len);
-    close(fd);
-    cr_expect(strncmp(out, "HTTP/1.1 413 ", 13) == 0, "%s", out);
-    cr_expect_not_null(strstr(out, "X-Modgate-Error: module=echo; incarnation=1; cause=too_large\r\n"),
-                       "%s", out);
+    char *out = answer_with(fd, "HTTP/1.1 413 ",
+                            "X-Modgate-Error: module=echo; incarnation=1; cause=too_large\r\n");
     cr_expect_not_null(strstr(out, "\"module\": \"echo\""), "%s", out);
     cr_expect_not_null(strstr(out, "Connection: close\r\n"), "%s", out);
     free(out);
@@ -441,11 +451,7 @@ Test(stream, a_module_that_dies_under_an_upload_is_answered_at_once)
     int fd = start_chunked_post(&g, 1024, false, "");
     usleep(200 * 1000); /* forwarded to the module by now */
     cr_assert_eq(kill(echo, SIGKILL), 0);
-    size_t len;
-    char *out = read_answer(fd, 5000, &len);
-    close(fd);
-    cr_expect(strncmp(out, "HTTP/1.1 502 ", 13) == 0, "%s", out);
-    cr_expect_not_null(strstr(out, "cause=signaled\r\n"), "%s", out);
+    char *out = answer_with(fd, "HTTP/1.1 502 ", "cause=signaled\r\n");
     cr_expect_not_null(strstr(out, "killed by signal 9"), "%s", out);
     free(out);
     gwp_finish(&g);
@@ -467,12 +473,7 @@ Test(stream, a_slow_upload_outlasts_the_request_timeout)
         send_all(fd, chunk, (size_t)n + 1024 + 2);
     }
     send_all(fd, "0\r\n\r\n", 5);
-    size_t len;
-    char *out = read_answer(fd, 5000, &len);
-    close(fd);
-    cr_expect(strncmp(out, "HTTP/1.1 200 ", 13) == 0, "%s", out);
-    cr_expect_not_null(strstr(out, "\"body_len\":10240"), "%s", out);
-    free(out);
+    free(answer_with(fd, "HTTP/1.1 200 ", "\"body_len\":10240"));
     gwp_finish(&g);
 }
 
@@ -483,13 +484,8 @@ Test(stream, a_stalled_upload_gets_408)
     struct gwp g;
     gwp_start_ok(&g, "{\"limits\": {\"request_timeout_ms\": 300}}");
     int fd = start_chunked_post(&g, 1024, false, "");
-    size_t len;
-    char *out = read_answer(fd, 5000, &len);
-    close(fd);
-    cr_expect(strncmp(out, "HTTP/1.1 408 ", 13) == 0, "%s", out);
-    cr_expect_not_null(strstr(out, "X-Modgate-Error: module=echo; incarnation=1; cause=timeout_body\r\n"),
-                       "%s", out);
-    free(out);
+    free(answer_with(fd, "HTTP/1.1 408 ",
+                     "X-Modgate-Error: module=echo; incarnation=1; cause=timeout_body\r\n"));
     cr_expect(gwp_wait_log(&g, "access.log", " POST /echo/upload echo 1 408 ", 3000));
     gwp_finish(&g);
 }
