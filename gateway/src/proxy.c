@@ -604,35 +604,46 @@ static enum MHD_Result join_forwarded_for(void *cls, enum MHD_ValueKind kind, co
     return MHD_YES;
 }
 
+int gw_req_client_forwarded_for(struct request *r, const char **xff, char **joined)
+{
+    *joined = NULL;
+    if (r->forwarded_fors <= 1) { /* the usual case: no copy */
+        *xff = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Forwarded-For");
+        return 0;
+    }
+    struct mg_buf b;
+    mg__buf_init(&b, (size_t)r->loop->gw->cfg.limits.max_header_bytes + 1);
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, join_forwarded_for, &b);
+    if (mg__buf_append(&b, "", 1) != 0) {
+        mg__buf_free(&b);
+        return -1;
+    }
+    size_t len;
+    *xff = *joined = mg__buf_steal(&b, &len);
+    return 0;
+}
+
 /* Returns the header list (free() it), or NULL on ENOMEM. */
 static struct curl_slist *build_headers(struct request *r, const char *connection)
 {
     struct hdr_pass p = { .connection = connection, .authority = r->authority };
-    const char *xff = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Forwarded-For");
-    /* Several X-Forwarded-For lines are one list (RFC 9110 §5.3), in order. */
-    struct mg_buf joined;
-    mg__buf_init(&joined, (size_t)r->loop->gw->cfg.limits.max_header_bytes + 1);
-    if (r->forwarded_fors > 1) {
-        MHD_get_connection_values(r->conn, MHD_HEADER_KIND, join_forwarded_for, &joined);
-        if (mg__buf_append(&joined, "", 1) != 0) {
-            mg__buf_free(&joined);
-            return NULL;
-        }
-        xff = joined.data;
-    }
+    const char *xff;
+    char *joined;
+    if (gw_req_client_forwarded_for(r, &xff, &joined) != 0)
+        return NULL;
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, add_request_header, &p);
     forwarding_headers(&p, r, xff);
     size_t nodes = p.count * sizeof(struct curl_slist);
     char *block = malloc(nodes + p.bytes);
     if (block == NULL) {
-        mg__buf_free(&joined);
+        free(joined);
         return NULL;
     }
     struct hdr_pass fill = { .connection = connection, .authority = r->authority, .filling = true,
                              .nodes = (struct curl_slist *)block, .text = block + nodes };
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, add_request_header, &fill);
     forwarding_headers(&fill, r, xff);
-    mg__buf_free(&joined);
+    free(joined);
     return fill.nodes;
 }
 

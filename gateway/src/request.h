@@ -129,6 +129,12 @@ void gw_bytes_free(struct bytes *b);
  * (link_timer on idle_streams); nothing when that timeout is off. */
 void gw_req_idle_restart(struct request *r);
 
+/* The client's own X-Forwarded-For list in *xff, every line of it in
+ * order (RFC 9110 §5.3: several lines are one list), NULL if it sent none;
+ * the gateway adds the client after it. *joined is what to free (set when
+ * several lines had to be joined). -1 on ENOMEM. */
+int gw_req_client_forwarded_for(struct request *r, const char **xff, char **joined);
+
 /* Suspends the client connection until gw_req_resume. */
 void gw_req_suspend(struct request *r);
 void gw_req_resume(struct request *r);

@@ -67,21 +67,25 @@ static int build_handshake(struct request *r, struct mg_buf *b)
 {
     const char *connection = r->connection;
     const char *upgrade = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "Upgrade");
-    const char *xff = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Forwarded-For");
+    const char *xff;
+    char *joined;
+    if (gw_req_client_forwarded_for(r, &xff, &joined) != 0)
+        return -1;
     struct head_ctx h = { .b = b, .connection = connection, .authority = r->authority };
-    if (mg__buf_printf(b, "GET %s HTTP/1.1\r\n", r->target) != 0)
-        return -1;
-    if (r->authority != NULL && mg__buf_printf(b, "Host: %s\r\n", r->authority) != 0)
-        return -1;
-    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, add_header, &h);
-    if (h.failed)
-        return -1;
-    int rc = mg__buf_printf(b, "Upgrade: %s\r\nConnection: Upgrade\r\n", upgrade);
+    int rc = mg__buf_printf(b, "GET %s HTTP/1.1\r\n", r->target);
+    if (rc == 0 && r->authority != NULL)
+        rc = mg__buf_printf(b, "Host: %s\r\n", r->authority);
+    if (rc == 0) {
+        MHD_get_connection_values(r->conn, MHD_HEADER_KIND, add_header, &h);
+        rc = h.failed ? -1 : 0;
+    }
+    rc |= mg__buf_printf(b, "Upgrade: %s\r\nConnection: Upgrade\r\n", upgrade);
     if (xff != NULL && xff[0] != '\0')
         rc |= mg__buf_printf(b, "X-Forwarded-For: %s, %s\r\n", xff, r->client);
     else
         rc |= mg__buf_printf(b, "X-Forwarded-For: %s\r\n", r->client);
     rc |= mg__buf_printf(b, "X-Forwarded-Proto: http\r\nX-Request-Id: %s\r\n\r\n", r->id);
+    free(joined);
     return rc;
 }
 

@@ -262,6 +262,26 @@ static bool closed_by_peer(struct ws *w, int ms)
     return read(w->fd, tmp, sizeof(tmp)) <= 0;
 }
 
+/* The handshake's forwarding headers are those of any request: every
+ * X-Forwarded-For line the client sent, in order, then the client. */
+Test(websocket, the_handshake_keeps_every_forwarded_for_line)
+{
+    struct gwp g;
+    cr_assert_eq(gwp_start_bin(&g, MODGATE_SDKGW, NULL, NULL), 0, "%s", g.out);
+    static struct ws w;
+    const char *head = ws_open_with(&w, g.port, "/sdk/ws/forwarded",
+                                    GOOD_HEADERS "X-Forwarded-For: 1.1.1.1\r\n"
+                                                 "X-Forwarded-For: 2.2.2.2\r\n");
+    cr_assert_eq(strncmp(head, "HTTP/1.1 101", 12), 0, "%s", head);
+    static char got[256];
+    size_t n;
+    cr_expect_eq(ws_recv(&w, got, &n), 1);
+    got[n < sizeof(got) ? n : sizeof(got) - 1] = '\0';
+    cr_expect_str_eq(got, "1.1.1.1, 2.2.2.2, 127.0.0.1");
+    close(w.fd);
+    gwp_finish(&g);
+}
+
 Test(websocket, echo_round_trip_through_the_gateway)
 {
     struct gwp g;

@@ -30,6 +30,7 @@
  *                               then cleans up for N ms
  *   GET  /sdk/log?msg=M         mg_log lines
  *   GET  /sdk/id                mg_req_id
+ *   GET  /sdk/ws/forwarded      WebSocket: sends the X-Forwarded-For it got, as text
  */
 #include <modgate/module.h>
 
@@ -423,6 +424,13 @@ static int id(mg_req *req, mg_res *res)
     return mg_res_printf(res, 200, "text/plain", "%s\n", mg_req_id(req));
 }
 
+/* The X-Forwarded-For a WebSocket handshake brought, as the first message. */
+static int ws_forwarded(mg_req *req, mg_ws *ws)
+{
+    const char *xff = mg_req_header(req, "X-Forwarded-For");
+    return mg_ws_send(ws, xff ? xff : "(none)", strlen(xff ? xff : "(none)"), MG_WS_TEXT);
+}
+
 MG_MODULE(sdk,
           MG_GET("/sdk/cap/{a}/{b}", cap),
           MG_GET("/sdk/cap/fixed/{b}", cap_fixed),
@@ -446,4 +454,5 @@ MG_MODULE(sdk,
           MG_STREAM_GET("/sdk/stream/linger", stream_linger),
           MG_UPLOAD("POST", "/sdk/upload/linger", upload_linger),
           MG_GET("/sdk/log", log_lines),
-          MG_GET("/sdk/id", id));
+          MG_GET("/sdk/id", id),
+          MG_WS("/sdk/ws/forwarded", ws_forwarded));
