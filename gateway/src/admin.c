@@ -11,7 +11,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 #include <time.h>
 
 #include "accesslog.h"
@@ -27,6 +26,10 @@ struct gw_admin {
     struct gateway *gw;
     struct MHD_Daemon *mhd;
 };
+
+/* Request ids of admin errors, drawn on the admin daemon's one thread
+ * (one admin listener per process). */
+static uint64_t id_rng[2];
 
 static bool path_is(const char *target, size_t pathlen, const char *path)
 {
@@ -174,25 +177,6 @@ static enum MHD_Result send_json(struct MHD_Connection *c, int status, json_t *j
     return send_text(c, status, "application/json", body, len + 1);
 }
 
-/* The request's id, as on the public listener: the client's X-Request-Id
- * if it sent a usable one, else a new random one. */
-static void admin_request_id(struct MHD_Connection *c, char id[132])
-{
-    const char *given = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id");
-    if (given != NULL && gw_request_id_valid(given)) {
-        snprintf(id, 132, "%s", given);
-        return;
-    }
-    uint64_t v[2];
-    if (getrandom(v, sizeof(v), GRND_NONBLOCK) != sizeof(v)) {
-        v[0] = mg__now_us();
-        v[1] = (uint64_t)(uintptr_t)c;
-    }
-    gw_fmt_hex64(id, v[0]);
-    gw_fmt_hex64(id + 16, v[1]);
-    id[32] = '\0';
-}
-
 /* An admin error: the JSON body, and one more header when `hname` is set
  * (WWW-Authenticate for a 401, Allow for a 405). */
 static enum MHD_Result send_error_with(struct MHD_Connection *c, int status, const char *cause,
@@ -200,8 +184,9 @@ static enum MHD_Result send_error_with(struct MHD_Connection *c, int status, con
                                        const char *hvalue)
 {
     uint64_t len;
-    char id[132];
-    admin_request_id(c, id);
+    char id[GW_REQUEST_ID_SIZE];
+    gw_request_id_pick(MHD_lookup_connection_value(c, MHD_HEADER_KIND, "X-Request-Id"), id_rng,
+                       id);
     struct MHD_Response *r = gw_error_response(msg, module, 0, cause, id, &len);
     if (r == NULL)
         return MHD_NO;
@@ -411,6 +396,7 @@ struct gw_admin *gw_admin_start(struct gateway *gw, char *err, size_t errlen)
         return NULL;
     }
     a->gw = gw;
+    gw_request_id_seed(id_rng, a);
     a->mhd = MHD_start_daemon(MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ITC |
                                   MHD_USE_ERROR_LOG,
                               0, NULL, NULL, on_request, a,

@@ -1,7 +1,12 @@
 #include "headers.h"
 
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/random.h>
+
+#include "accesslog.h"
+#include "util.h"
 
 bool gw_header_is_hop_by_hop(const char *name, size_t len)
 {
@@ -77,4 +82,32 @@ bool gw_te_is_chunked(const char *value)
     for (value += 7; *value == ' ' || *value == '\t'; value++)
         ;
     return *value == '\0';
+}
+
+static uint64_t rng_next(uint64_t s[2])
+{
+    uint64_t x = s[0], y = s[1];
+    s[0] = y;
+    x ^= x << 23;
+    s[1] = x ^ y ^ (x >> 17) ^ (y >> 26);
+    return s[1] + y;
+}
+
+void gw_request_id_pick(const char *given, uint64_t rng[2], char id[GW_REQUEST_ID_SIZE])
+{
+    if (given != NULL && gw_request_id_valid(given)) {
+        snprintf(id, GW_REQUEST_ID_SIZE, "%s", given);
+        return;
+    }
+    gw_fmt_hex64(id, rng_next(rng));
+    gw_fmt_hex64(id + 16, rng_next(rng));
+    id[32] = '\0';
+}
+
+void gw_request_id_seed(uint64_t rng[2], const void *salt)
+{
+    if (getrandom(rng, 2 * sizeof(*rng), 0) != (ssize_t)(2 * sizeof(*rng))) {
+        rng[0] = mg__now_us() ^ (uint64_t)(uintptr_t)salt;
+        rng[1] = 0x9e3779b97f4a7c15ull;
+    }
 }

@@ -6,6 +6,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* True for the hop-by-hop headers a proxy must not forward in either
  * direction: Connection, Keep-Alive, TE, Trailer, Transfer-Encoding,
@@ -29,6 +30,17 @@ bool gw_header_not_forwarded(const char *name, size_t len, const char *connectio
  * ASCII characters other than '"' and '\\' (it is echoed into JSON and
  * logs). */
 bool gw_request_id_valid(const char *id);
+
+/* Room for a request id and its NUL (the longest a client may send). */
+#define GW_REQUEST_ID_SIZE 132
+
+/* The id of a request: the client's X-Request-Id (`given`, may be NULL)
+ * if it is valid, else a new one of 32 hex digits drawn from `rng`, an
+ * xorshift128+ state (ids need uniqueness, not secrecy; one state per
+ * thread). */
+void gw_request_id_pick(const char *given, uint64_t rng[2], char id[GW_REQUEST_ID_SIZE]);
+/* Seeds such a state (getrandom, else the clock and `salt`). */
+void gw_request_id_seed(uint64_t rng[2], const void *salt);
 
 /* True for a request target without bytes a request line cannot carry
  * (controls, space, DEL; RFC 9112 §3.2): anything else is a 400. */

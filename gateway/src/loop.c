@@ -18,11 +18,11 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include "curl_epoll.h"
+#include "headers.h"
 #include "logfile.h"
 #include "proxy.h"
 #include "supervisor.h"
@@ -107,8 +107,7 @@ struct gw_loop *gw_loop_new(struct gateway *gw, unsigned index, char *err, size_
     gw_list_init(&l->death_waiters);
     gw_list_init(&l->unpauses);
     mg__buf_init(&l->access_buf, 1u << 20);
-    if (getrandom(l->rng, sizeof(l->rng), 0) != sizeof(l->rng))
-        l->rng[0] = mg__now_us() ^ (uint64_t)(uintptr_t)l, l->rng[1] = 0x9e3779b97f4a7c15ull;
+    gw_request_id_seed(l->rng, l);
     if (l->epfd < 0 || l->wakefd < 0) {
         snprintf(err, errlen, "epoll/eventfd: %s", strerror(errno));
         goto fail;

@@ -97,16 +97,6 @@ void gw_bytes_free(struct bytes *b)
     memset(b, 0, sizeof(*b));
 }
 
-static uint64_t rng_next(uint64_t s[2])
-{
-    /* xorshift128+: request ids need uniqueness, not secrecy. */
-    uint64_t x = s[0], y = s[1];
-    s[0] = y;
-    x ^= x << 23;
-    s[1] = x ^ y ^ (x >> 17) ^ (y >> 26);
-    return s[1] + y;
-}
-
 void gw_req_suspend(struct request *r)
 {
     if (!r->suspended) {
@@ -1204,19 +1194,12 @@ static void route(struct request *r)
         r->extra_value = NULL;
 }
 
-static void new_request_id(struct request *r)
-{
-    gw_fmt_hex64(r->id, rng_next(r->loop->rng));
-    gw_fmt_hex64(r->id + 16, rng_next(r->loop->rng));
-    r->id[32] = '\0';
-}
-
 /* A request answered before the handler saw it (a head too slow, one
  * libmicrohttpd refused): what its access-log line needs, method "-". */
 static void name_unhandled(struct request *r)
 {
     r->method = "-";
-    new_request_id(r);
+    gw_request_id_pick(NULL, r->loop->rng, r->id);
     client_address(r);
 }
 
@@ -1241,11 +1224,8 @@ static enum MHD_Result first_call(struct request *r, const char *method, const c
     gw_list_remove(&r->link_timer); /* off l->heads: the head is in */
     r->method = method;
     client_address(r);
-    const char *rid = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Request-Id");
-    if (rid != NULL && gw_request_id_valid(rid))
-        snprintf(r->id, sizeof(r->id), "%s", rid);
-    else
-        new_request_id(r);
+    gw_request_id_pick(MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Request-Id"),
+                       l->rng, r->id);
 
     struct head_scan h = { .bytes = strlen(r->target) + strlen(method) + 12 };
     MHD_get_connection_values(r->conn, MHD_HEADER_KIND, scan_header, &h);

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "headers.h"
 #include "list.h"
 #include "loop.h"
 #include "module.h"
@@ -50,7 +51,7 @@ struct request {
     bool body_expected;            /* ... announcing a body of one byte or more */
     uint64_t start_us;
     uint64_t timer_at_ms;          /* start of the current timer list entry */
-    char id[132];
+    char id[GW_REQUEST_ID_SIZE];
     char client[48];
 
     struct gw_module *mod;
