@@ -163,12 +163,7 @@ int mg__add_headers(struct MHD_Response *r, const struct mg_res *res)
         /* MHD frames the body itself and refuses these two. */
         if (strcasecmp(name, "Content-Length") == 0 || strcasecmp(name, "Transfer-Encoding") == 0)
             continue;
-        /* MHD refuses an empty value; a space is the same empty value on
-         * the wire (RFC 9112 §5: whitespace around a value is not part of
-         * it). */
-        if (value[0] == '\0')
-            value = " ";
-        if (MHD_add_response_header(r, name, value) == MHD_YES)
+        if (mg__add_header_value(r, name, value))
             continue;
         /* Connection is MHD's own: it drops keep-alive tokens (its call)
          * and refuses a value with no other token. Nothing is lost. */

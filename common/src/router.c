@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util.h"
+
 struct endpoint {
     char *method;
     char *pattern;
@@ -338,12 +340,6 @@ static bool try_endpoints(struct walk *w, const struct endpoint *list)
     return false;
 }
 
-static int hex_value(char c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                          : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
 /* The next character of a path segment as RFC 3986 §6.2.2 compares them:
  * a percent-encoded unreserved character is that character ("%74" is
  * "t"); another escape stays an escape, whatever the case of its digits
@@ -352,7 +348,7 @@ static int hex_value(char c)
 static size_t segment_char(const char *s, size_t left, int *c)
 {
     int hi, lo;
-    if (left >= 3 && s[0] == '%' && (hi = hex_value(s[1])) >= 0 && (lo = hex_value(s[2])) >= 0) {
+    if (left >= 3 && s[0] == '%' && (hi = mg__hex_value(s[1])) >= 0 && (lo = mg__hex_value(s[2])) >= 0) {
         int v = hi * 16 + lo;
         bool unreserved = (v >= 'a' && v <= 'z') || (v >= 'A' && v <= 'Z') ||
                           (v >= '0' && v <= '9') || v == '-' || v == '.' || v == '_' || v == '~';

@@ -163,7 +163,7 @@ char *mg__buf_steal(struct mg_buf *b, size_t *len)
     return p;
 }
 
-static int hexval(char c)
+int mg__hex_value(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -182,7 +182,7 @@ char *mg__percent_decode(const char *src, size_t len, bool plus)
     size_t o = 0;
     for (size_t i = 0; i < len; i++) {
         int hi, lo;
-        if (src[i] == '%' && i + 2 < len && (hi = hexval(src[i + 1])) >= 0 && (lo = hexval(src[i + 2])) >= 0) {
+        if (src[i] == '%' && i + 2 < len && (hi = mg__hex_value(src[i + 1])) >= 0 && (lo = mg__hex_value(src[i + 2])) >= 0) {
             out[o++] = (char)(hi * 16 + lo);
             i += 2;
         } else if (plus && src[i] == '+') {
@@ -290,4 +290,12 @@ void mg__mhd_skip_query_records(const char *uri)
 #else
     (void)uri;
 #endif
+}
+
+bool mg__add_header_value(struct MHD_Response *r, const char *name, const char *value)
+{
+    /* libmicrohttpd refuses an empty value; a space is the same empty value
+     * on the wire (RFC 9112 §5: whitespace around a value is not part of
+     * it). */
+    return MHD_add_response_header(r, name, value[0] != '\0' ? value : " ") == MHD_YES;
 }

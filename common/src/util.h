@@ -49,6 +49,13 @@ char *mg__buf_steal(struct mg_buf *b, size_t *len);
  * new NUL-terminated string (caller frees); NULL on ENOMEM. Malformed
  * escapes are kept as they are. */
 char *mg__percent_decode(const char *src, size_t len, bool plus);
+/* The value of a hex digit, or -1. */
+int mg__hex_value(char c);
+
+/* MHD_add_response_header for a header passed on as it came, an empty
+ * value included (libmicrohttpd refuses "", so it goes as " "); false if
+ * libmicrohttpd refused it. */
+bool mg__add_header_value(struct MHD_Response *r, const char *name, const char *value);
 
 /* A number given on a command line or in the environment: decimal digits
  * only (no blank, sign or "-1"), at most `max`. 0 and *out, or -1. */

@@ -821,10 +821,7 @@ bool gw_req_add_module_headers(struct request *r, struct MHD_Response *resp)
              named_in_module_connection(r->resp_hdrs.data, end, name, nlen)) ||
             strcasecmp(name, "X-Request-Id") == 0 || strcasecmp(name, "X-Modgate-Error") == 0)
             continue;
-        /* libmicrohttpd refuses an empty value; a space is the same empty
-         * value on the wire (RFC 9112 §5: the whitespace around a value
-         * is not part of it). */
-        if (MHD_add_response_header(resp, name, value[0] != '\0' ? value : " ") != MHD_YES)
+        if (!mg__add_header_value(resp, name, value))
             return false;
     }
     return MHD_add_response_header(resp, "X-Request-Id", r->id) == MHD_YES;
