@@ -294,8 +294,7 @@ void gw_req_transfer_failed(struct request *r)
     }
     /* The socket usually closes a moment before the supervisor reaps the
      * process; wait a little to tell "crashed" from "closed". */
-    r->timer_at_ms = mg__now_ms();
-    gw_list_push_back(&r->loop->death_waiters, &r->link_timer);
+    gw_req_timer_start(r, &r->loop->death_waiters);
 }
 
 size_t gw_req_on_header(char *buf, size_t size, size_t n, void *userp)
@@ -363,12 +362,16 @@ size_t gw_req_on_header(char *buf, size_t size, size_t n, void *userp)
     return len;
 }
 
+void gw_req_timer_start(struct request *r, struct gw_link *list)
+{
+    r->timer_at_ms = mg__now_ms();
+    gw_list_push_back(list, &r->link_timer);
+}
+
 void gw_req_idle_restart(struct request *r)
 {
-    if (r->loop->gw->cfg.limits.stream_idle_timeout_ms > 0) {
-        r->timer_at_ms = mg__now_ms();
-        gw_list_push_back(&r->loop->idle_streams, &r->link_timer);
-    }
+    if (r->loop->gw->cfg.limits.stream_idle_timeout_ms > 0)
+        gw_req_timer_start(r, &r->loop->idle_streams);
 }
 
 /* The wait for the module's answer counts from the request's last byte:
@@ -376,10 +379,8 @@ void gw_req_idle_restart(struct request *r)
  * starts again, so a long upload is not cut at request_timeout_ms. */
 static void upload_progress(struct request *r)
 {
-    if (r->easy != NULL && !r->headers_done && r->link_timer.next != NULL) {
-        r->timer_at_ms = mg__now_ms();
-        gw_list_push_back(&r->loop->header_waiters, &r->link_timer);
-    }
+    if (r->easy != NULL && !r->headers_done && gw_linked(&r->link_timer))
+        gw_req_timer_start(r, &r->loop->header_waiters);
 }
 
 static size_t on_write(char *data, size_t size, size_t n, void *userp)
@@ -680,8 +681,7 @@ static int start_transfer(struct request *r, int64_t content_length)
         return -1;
     atomic_fetch_add(&r->mod->active, 1);
     r->counted_active = true;
-    r->timer_at_ms = mg__now_ms();
-    gw_list_push_back(&l->header_waiters, &r->link_timer);
+    gw_req_timer_start(r, &l->header_waiters);
     /* curl starts a new transfer at its next timeout call; made now, the
      * request is on its way to the module while libmicrohttpd finishes
      * with the connection (its last handler call, the suspend), instead

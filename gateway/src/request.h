@@ -65,7 +65,7 @@ struct request {
     bool suspended;
     bool reader_waiting;           /* suspended inside the content reader */
     bool queued;
-    bool answered_raw;             /* answered on the socket, not through MHD (408) */
+    bool answered_raw;             /* answered on the socket, past MHD (408, or mid-body) */
     bool counted_active;
 
     /* A gateway-made answer: a local endpoint or an error. */
@@ -125,6 +125,10 @@ struct request {
 int gw_bytes_append(struct bytes *b, const void *data, size_t len, size_t max);
 size_t gw_bytes_take(struct bytes *b, char *out, size_t max);
 void gw_bytes_free(struct bytes *b);
+
+/* (Re)starts the request's one timer: link_timer goes to the back of
+ * `list`, timed from now (each timer list is in the order of its times). */
+void gw_req_timer_start(struct request *r, struct gw_link *list);
 
 /* (Re)starts the stream_idle_timeout_ms clock of a stream or tunnel
  * (link_timer on idle_streams); nothing when that timeout is off. */

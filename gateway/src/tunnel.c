@@ -135,8 +135,7 @@ int gw_tunnel_start(struct request *r)
     }
     atomic_fetch_add(&r->mod->active, 1);
     r->counted_active = true;
-    r->timer_at_ms = mg__now_ms();
-    gw_list_push_back(&r->loop->header_waiters, &r->link_timer);
+    gw_req_timer_start(r, &r->loop->header_waiters);
     return 0;
 }
 
