@@ -40,6 +40,13 @@ static bool gone(pid_t pid)
     return kill(pid, 0) != 0 && errno == ESRCH;
 }
 
+/* A socket directory as a gateway makes it: a directory of this user that
+ * only this user can enter (mode 0700). */
+static bool private_dir(const struct stat *st)
+{
+    return S_ISDIR(st->st_mode) && st->st_uid == geteuid() && (st->st_mode & 07777) == 0700;
+}
+
 /* Removes the sockets in the directory, then the directory if that
  * emptied it. */
 static bool remove_dir_of_sockets(int parent, const char *name)
@@ -48,7 +55,7 @@ static bool remove_dir_of_sockets(int parent, const char *name)
     if (fd < 0)
         return false;
     struct stat st;
-    if (fstat(fd, &st) != 0 || st.st_uid != getuid() || (st.st_mode & 07777) != 0700) {
+    if (fstat(fd, &st) != 0 || !private_dir(&st)) {
         close(fd);
         return false;
     }
@@ -118,7 +125,7 @@ int gw_run_dir_ensure(const char *path)
     struct stat st;
     if (lstat(path, &st) != 0)
         return -errno;
-    if (!S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 0777) != 0700)
+    if (!private_dir(&st))
         return -EPERM;
     return made;
 }
