@@ -78,6 +78,17 @@ char *raw_exchange(int port, const char *unix_path, const char *req, size_t len,
     return out;
 }
 
+char *raw_get(int port, const char *path)
+{
+    char *req = NULL;
+    int len = asprintf(&req, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", path);
+    cr_assert_geq(len, 0);
+    size_t n;
+    char *out = raw_exchange(port, NULL, req, (size_t)len, 3000, &n);
+    free(req);
+    return out;
+}
+
 char *read_answer(int fd, int quiet_ms, size_t *outlen)
 {
     size_t n = 0, cap = 65536;

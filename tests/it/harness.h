@@ -119,6 +119,9 @@ void send_all(int fd, const void *data, size_t len);
  * frees; *outlen gets the length). For requests curl cannot make. */
 char *raw_exchange(int port, const char *unix_path, const char *req, size_t len, int quiet_ms,
                    size_t *outlen);
+/* GET `path` on a new connection (Connection: close) to 127.0.0.1:port,
+ * as raw_exchange: the whole answer, head and body as sent (caller frees). */
+char *raw_get(int port, const char *path);
 /* Every byte that comes in on fd until the peer closes or stays silent for
  * `quiet_ms` (caller frees; *outlen gets the length). */
 char *read_answer(int fd, int quiet_ms, size_t *outlen);

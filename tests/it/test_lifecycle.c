@@ -773,15 +773,36 @@ Test(lifecycle, a_standalone_module_stops_at_once_on_a_second_signal)
     rmdir(dir);
 }
 
+/* Starts a GET of `path` (a slow one) on a thread, then sends SIGTERM
+ * while it is in flight: the drain begins. */
+static void sigterm_with_a_request_in_flight(const struct gwp *g, const char *path,
+                                             struct http_call *c, pthread_t *t)
+{
+    c->url = gwp_url(g, path);
+    pthread_create(t, NULL, http_get_thread, c);
+    usleep(300 * 1000);
+    kill(g->pid, SIGTERM);
+}
+
+/* The drain's end: the request in flight got its 200, and the gateway
+ * exits 0. */
+static void expect_drained(struct gwp *g, struct http_call *c, pthread_t t)
+{
+    pthread_join(t, NULL);
+    cr_expect_eq(c->r.status, 200, "the in-flight request finished: %ld", c->r.status);
+    http_free(&c->r);
+    int status = gwp_stop(g);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
+    gwp_cleanup(g);
+}
+
 Test(lifecycle, readyz_is_503_while_draining)
 {
     struct gwp g;
     gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
-    struct http_call c = { .url = gwp_url(&g, "/chaos/slow?ms=2500") };
+    struct http_call c = { 0 };
     pthread_t t;
-    pthread_create(&t, NULL, http_get_thread, &c);
-    usleep(300 * 1000);
-    kill(g.pid, SIGTERM);
+    sigterm_with_a_request_in_flight(&g, "/chaos/slow?ms=2500", &c, &t);
     usleep(300 * 1000);
     /* The public listener stopped accepting: a new client is refused at
      * once, not left waiting; the admin one still answers. */
@@ -804,12 +825,7 @@ Test(lifecycle, readyz_is_503_while_draining)
     const char *err = http_header(&r, "X-Modgate-Error");
     cr_expect(err != NULL && strstr(err, "cause=stopping") != NULL, "%s", err ? err : "(none)");
     http_free(&r);
-    pthread_join(t, NULL);
-    cr_expect_eq(c.r.status, 200, "the in-flight request finished: %ld", c.r.status);
-    http_free(&c.r);
-    int status = gwp_stop(&g);
-    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
-    gwp_cleanup(&g);
+    expect_drained(&g, &c, t);
 }
 
 /* Stopping: a request sent meanwhile on an idle keep-alive connection is
@@ -827,11 +843,9 @@ Test(lifecycle, idle_keepalive_connections_do_not_wait_for_the_drain)
     const char *req = "GET /hello/k HTTP/1.1\r\nHost: x\r\n\r\n";
     for (int i = 0; i < N; i++)
         fds[i] = held_connection(g.port, req, "hello k\n");
-    struct http_call c = { .url = gwp_url(&g, "/chaos/slow?ms=3000") };
+    struct http_call c = { 0 };
     pthread_t t;
-    pthread_create(&t, NULL, http_get_thread, &c);
-    usleep(300 * 1000);
-    kill(g.pid, SIGTERM);
+    sigterm_with_a_request_in_flight(&g, "/chaos/slow?ms=3000", &c, &t);
     usleep(200 * 1000);
     for (int i = 0; i < N; i++) {
         long t0 = ms_now();
@@ -846,12 +860,7 @@ Test(lifecycle, idle_keepalive_connections_do_not_wait_for_the_drain)
         free(out);
         close(fds[i]);
     }
-    pthread_join(t, NULL);
-    cr_expect_eq(c.r.status, 200, "the in-flight request finished: %ld", c.r.status);
-    http_free(&c.r);
-    int status = gwp_stop(&g);
-    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d", status);
-    gwp_cleanup(&g);
+    expect_drained(&g, &c, t);
 }
 
 /* A module SIGKILLed for missing its ready timeout must never be announced

@@ -72,6 +72,15 @@ static json_t *expect_json_error(const struct http_resp *r, const char *msg)
     return j;
 }
 
+/* GET path into *r, which must be the SDK's JSON error `msg` with `status`
+ * (r is left for more checks; caller frees). */
+static void get_error(const char *path, long status, const char *msg, struct http_resp *r)
+{
+    get(path, NULL, r);
+    cr_expect_eq(r->status, status, "GET %s: %ld %s", path, r->status, r->body);
+    json_decref(expect_json_error(r, msg));
+}
+
 #define FNV_INIT 0xcbf29ce484222325ull
 static uint64_t fnv(uint64_t h, const void *data, size_t len)
 {
@@ -212,23 +221,6 @@ Test(sdk, body_whole_and_read_in_pieces_agree)
 
 
 /* Reads until the peer closes (or 10 s of silence); caller frees. */
-static char *read_all(int fd)
-{
-    size_t n = 0, cap = 4096;
-    char *out = malloc(cap + 1);
-    struct pollfd p = { .fd = fd, .events = POLLIN };
-    while (poll(&p, 1, 10000) > 0) {
-        if (n == cap)
-            out = realloc(out, (cap *= 2) + 1);
-        ssize_t got = recv(fd, out + n, cap - n, 0);
-        if (got <= 0)
-            break;
-        n += (size_t)got;
-    }
-    out[n] = '\0';
-    return out;
-}
-
 /* The upload handler runs, and reads, while the body is still on its way:
  * the test sends the rest only once the module has logged its first bytes. */
 Test(sdk, an_upload_is_read_as_it_arrives)
@@ -248,7 +240,8 @@ Test(sdk, an_upload_is_read_as_it_arrives)
     cr_assert(gwp_wait_log(&g, "sdk.log", "upload sdk-early-1: first bytes in", 10000),
               "the handler saw no bytes before the whole body was sent");
     send_all(fd, data + first, total - first);
-    char *out = read_all(fd);
+    size_t outlen;
+    char *out = read_answer(fd, 10000, &outlen);
     close(fd);
     char want[128];
     snprintf(want, sizeof(want), "\r\n\r\nlen=%zu fnv=%016llx body_len=0\n", total,
@@ -512,25 +505,19 @@ Test(sdk, an_error_gives_its_status_and_a_json_body)
     http_free(&r);
 
     /* A module's 503 is its own answer, passed through as it is. */
-    get("/sdk/error?status=503", NULL, &r);
-    cr_expect_eq(r.status, 503);
-    json_decref(expect_json_error(&r, "no \"tea\"\there\n7"));
+    get_error("/sdk/error?status=503", 503, "no \"tea\"\there\n7", &r);
     cr_expect_null(http_header(&r, "X-Modgate-Error"));
     http_free(&r);
 
     /* Not an error status: the SDK makes it a 500. */
-    get("/sdk/error?status=200", NULL, &r);
-    cr_expect_eq(r.status, 500);
-    json_decref(expect_json_error(&r, "no \"tea\"\there\n7"));
+    get_error("/sdk/error?status=200", 500, "no \"tea\"\there\n7", &r);
     http_free(&r);
 }
 
 Test(sdk, a_handler_that_fails_without_an_error_gets_a_500_json)
 {
     struct http_resp r;
-    get("/sdk/fail", NULL, &r);
-    cr_expect_eq(r.status, 500);
-    json_decref(expect_json_error(&r, "handler failed"));
+    get_error("/sdk/fail", 500, "handler failed", &r);
     cr_expect_null(strstr(r.body, "not this"));
     cr_expect_not_null(http_header(&r, "X-Request-Id"));
     cr_expect_null(http_header(&r, "X-Modgate-Error"));
@@ -555,15 +542,11 @@ Test(sdk, stream_status_and_headers_before_the_first_write)
 Test(sdk, a_stream_failing_before_its_first_chunk_answers_like_a_unary_handler)
 {
     struct http_resp r;
-    get("/sdk/stream/fail?when=early&how=error", NULL, &r);
-    cr_expect_eq(r.status, 409);
-    json_decref(expect_json_error(&r, "stopped early"));
+    get_error("/sdk/stream/fail?when=early&how=error", 409, "stopped early", &r);
     cr_expect_null(http_header(&r, "X-Before-Error"));
     http_free(&r);
 
-    get("/sdk/stream/fail?when=early&how=return", NULL, &r);
-    cr_expect_eq(r.status, 500);
-    json_decref(expect_json_error(&r, "handler failed"));
+    get_error("/sdk/stream/fail?when=early&how=return", 500, "handler failed", &r);
     http_free(&r);
 }
 
@@ -586,12 +569,7 @@ Test(sdk, a_stream_failing_after_its_first_chunk_ends_cleanly)
         cr_expect_eq(r.status, 200);
         http_free(&r);
 
-        char req[256];
-        int len = snprintf(req, sizeof(req),
-                           "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                           cases[i].path);
-        size_t n;
-        char *out = raw_exchange(g.port, NULL, req, (size_t)len, 3000, &n);
+        char *out = raw_get(g.port, cases[i].path);
         cr_expect_eq(strncmp(out, "HTTP/1.1 200 ", 13), 0, "%s", out);
         const char *body = strstr(out, "\r\n\r\n");
         cr_assert_not_null(body, "%s", out);

@@ -120,12 +120,7 @@ Test(stream, chunks_keep_their_boundaries)
                                   "error: failed on purpose after 2 lines\n\r\n0\r\n\r\n" },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        char req[256];
-        int len = snprintf(req, sizeof(req),
-                           "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-                           cases[i].path);
-        size_t n;
-        char *out = raw_exchange(g.port, NULL, req, (size_t)len, 3000, &n);
+        char *out = raw_get(g.port, cases[i].path);
         const char *body = strstr(out, "\r\n\r\n");
         cr_assert_not_null(body, "%s", out);
         cr_expect_str_eq(body + 4, cases[i].body, "%s", cases[i].path);

@@ -581,9 +581,12 @@ static void expect_released(const struct gwp *g, pid_t echo, int sessions, int g
 }
 
 /* Runs one session to its close, so that what the gateway and the module
- * keep open anyway is open, and reads their descriptor counts then. */
-static void settle(const struct gwp *g, pid_t echo, int *gw_fds, int *echo_fds)
+ * keep open anyway is open, and reads their descriptor counts then;
+ * returns the echo module's pid. */
+static pid_t settle(const struct gwp *g, int *gw_fds, int *echo_fds)
 {
+    pid_t echo = gwp_module_pid(g, "echo");
+    cr_assert_gt(echo, 0);
     static struct ws w;
     const char *head = ws_open(&w, g->port, "/echo/ws");
     cr_assert_eq(head_status(head), 101, "%s", head);
@@ -592,6 +595,7 @@ static void settle(const struct gwp *g, pid_t echo, int *gw_fds, int *echo_fds)
     expect_released(g, echo, 1, INT32_MAX, INT32_MAX, "the first session");
     *gw_fds = count_fds(g->pid);
     *echo_fds = count_fds(echo);
+    return echo;
 }
 
 Test(websocket, the_handshake_agrees_to_no_extension_and_no_subprotocol)
@@ -628,10 +632,8 @@ Test(websocket, a_bad_handshake_gets_an_error_answer)
 {
     struct gwp g;
     gwp_start_ok(&g, NULL);
-    pid_t echo = gwp_module_pid(&g, "echo");
-    cr_assert_gt(echo, 0);
     int gw_fds, echo_fds;
-    settle(&g, echo, &gw_fds, &echo_fds);
+    pid_t echo = settle(&g, &gw_fds, &echo_fds);
     static const struct {
         const char *headers, *what;
         int status;
@@ -1004,10 +1006,8 @@ Test(websocket, a_client_vanishing_releases_the_tunnel_and_the_handler)
 {
     struct gwp g;
     gwp_start_ok(&g, NULL);
-    pid_t echo = gwp_module_pid(&g, "echo");
-    cr_assert_gt(echo, 0);
     int gw_fds, echo_fds;
-    settle(&g, echo, &gw_fds, &echo_fds);
+    pid_t echo = settle(&g, &gw_fds, &echo_fds);
     static struct ws w;
     const char *head;
 
@@ -1071,12 +1071,10 @@ Test(websocket, many_concurrent_sessions_each_get_their_own_echo)
 {
     struct gwp g;
     gwp_start_ok(&g, NULL);
-    pid_t echo = gwp_module_pid(&g, "echo");
-    cr_assert_gt(echo, 0);
     enum { N = 64 };
     static struct ws w[N];
     int gw_fds, echo_fds;
-    settle(&g, echo, &gw_fds, &echo_fds);
+    pid_t echo = settle(&g, &gw_fds, &echo_fds);
     const char *head;
 
     for (int i = 0; i < N; i++) {
