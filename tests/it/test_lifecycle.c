@@ -23,37 +23,52 @@
 
 TestSuite(lifecycle, .timeout = 90);
 
-/* Runs a command, returns its exit status and output (stdout+stderr). */
-static int run(const char *const *argv, char **output)
+/* Starts a command with its stdout and stderr on a pipe; returns its pid
+ * (-1 if it could not) and the pipe's read end in *out_fd. */
+static pid_t start_command(const char *const *argv, int *out_fd)
 {
     int p[2];
-    if (pipe(p) != 0)
+    if (pipe2(p, O_CLOEXEC) != 0)
         return -1;
     pid_t pid = fork();
     if (pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(p[1], 1);
         dup2(p[1], 2);
-        close(p[0]);
-        close(p[1]);
         execv(argv[0], (char *const *)argv);
         _exit(127);
     }
     close(p[1]);
+    *out_fd = p[0];
+    return pid;
+}
+
+/* Reads a started command's output to its end and waits for it: its exit
+ * status, and the output in *output (caller frees). */
+static int finish_command(pid_t pid, int fd, char **output)
+{
     size_t len = 0, cap = 4096;
     char *out = calloc(1, cap);
     ssize_t n;
-    while ((n = read(p[0], out + len, cap - len - 1)) > 0) {
+    while ((n = read(fd, out + len, cap - len - 1)) > 0) {
         len += (size_t)n;
         if (len + 1 >= cap)
             out = realloc(out, cap *= 2);
         out[len] = '\0';
     }
-    close(p[0]);
+    close(fd);
     int status;
     waitpid(pid, &status, 0);
     *output = out;
     return status;
+}
+
+/* Runs a command, returns its exit status and output (stdout+stderr). */
+static int run(const char *const *argv, char **output)
+{
+    int fd;
+    pid_t pid = start_command(argv, &fd);
+    return pid < 0 ? -1 : finish_command(pid, fd, output);
 }
 
 Test(lifecycle, ready_line_and_module_lines)
@@ -386,34 +401,19 @@ Test(lifecycle, a_stop_during_startup_prints_no_ready_line)
     fputs("{\"modules\": {\"flaky\": {\"ready_timeout_ms\": 20000, \"stop_timeout_ms\": 500,"
           " \"env\": {\"FLAKY_MODE\": \"slow\", \"FLAKY_SLEEP_MS\": \"5000\"}}}}", f);
     fclose(f);
-    int p[2];
-    cr_assert_eq(pipe(p), 0);
-    pid_t pid = fork();
-    if (pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL);
-        dup2(p[1], 1);
-        dup2(p[1], 2);
-        close(p[0]);
-        close(p[1]);
-        execl(MODGATE_TESTGW, MODGATE_TESTGW, "--config", conf, "--listen", "127.0.0.1:0",
-              "--admin-listen", "127.0.0.1:0", "--log-dir", logs, (char *)NULL);
-        _exit(127);
-    }
-    close(p[1]);
+    const char *argv[] = { MODGATE_TESTGW, "--config", conf, "--listen", "127.0.0.1:0",
+                           "--admin-listen", "127.0.0.1:0", "--log-dir", logs, NULL };
+    int fd;
+    pid_t pid = start_command(argv, &fd);
+    cr_assert_gt(pid, 0);
     usleep(700 * 1000);
     long t0 = ms_now();
     kill(pid, SIGTERM);
-    char out[8192];
-    size_t len = 0;
-    ssize_t n;
-    while (len + 1 < sizeof(out) && (n = read(p[0], out + len, sizeof(out) - 1 - len)) > 0)
-        len += (size_t)n;
-    out[len] = '\0';
-    close(p[0]);
-    int status;
-    waitpid(pid, &status, 0);
+    char *out;
+    int status = finish_command(pid, fd, &out);
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 0, "status %d: %s", status, out);
     cr_expect_null(strstr(out, "ready on"), "%s", out);
+    free(out);
     cr_expect_lt(ms_now() - t0, 4000, "the stop waited for the slow start");
     char path[320];
     snprintf(path, sizeof(path), "%s/gateway.log", logs);
