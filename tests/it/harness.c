@@ -140,7 +140,8 @@ int held_connection(int port, const char *req, const char *want)
     return fd;
 }
 
-int count_fds(pid_t pid)
+/* Counts pid's descriptors; with `skip_sockets`, only those that are not sockets. */
+static int count_descriptors(pid_t pid, bool skip_sockets)
 {
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
@@ -148,10 +149,65 @@ int count_fds(pid_t pid)
     int n = 0;
     if (d == NULL)
         return -1;
-    while (readdir(d) != NULL)
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        if (skip_sockets) {
+            char link[320], target[64];
+            snprintf(link, sizeof(link), "%s/%s", path, e->d_name);
+            ssize_t len = readlink(link, target, sizeof(target) - 1);
+            target[len > 0 ? len : 0] = '\0';
+            if (strncmp(target, "socket:", 7) == 0)
+                continue;
+        }
         n++;
+    }
     closedir(d);
-    return n - 2;
+    return n;
+}
+
+int count_fds(pid_t pid)
+{
+    return count_descriptors(pid, false);
+}
+
+int count_nonsocket_fds(pid_t pid)
+{
+    return count_descriptors(pid, true);
+}
+
+char *fd_targets(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/fd", (int)pid);
+    DIR *d = opendir(path);
+    size_t cap = 4096, len = 0;
+    char *out = calloc(1, cap);
+    if (d == NULL || out == NULL) {
+        if (d != NULL)
+            closedir(d);
+        return out;
+    }
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        char link[320], target[256];
+        snprintf(link, sizeof(link), "%s/%s", path, e->d_name);
+        ssize_t n = readlink(link, target, sizeof(target) - 1);
+        target[n > 0 ? n : 0] = '\0';
+        if (len + strlen(e->d_name) + strlen(target) + 8 >= cap) {
+            char *bigger = realloc(out, cap * 2);
+            if (bigger == NULL)
+                break;
+            out = bigger;
+            cap *= 2;
+        }
+        len += (size_t)snprintf(out + len, cap - len, "%s->%s ", e->d_name, target);
+    }
+    closedir(d);
+    return out;
 }
 
 long rss_kb(pid_t pid)

@@ -141,6 +141,11 @@ long rss_kb(pid_t pid);
 long cpu_ms(pid_t pid);
 /* The number of open descriptors of a process, -1 if it is gone. */
 int count_fds(pid_t pid);
+/* The same without sockets: files, pipes, pidfds, eventfds, whose number does not
+ * depend on which connections a client or a pool happens to hold. */
+int count_nonsocket_fds(pid_t pid);
+/* "fd->target " for each descriptor of pid, for failure messages; free() it. */
+char *fd_targets(pid_t pid);
 /* The number of zombie children of `parent`. */
 int count_zombies(pid_t parent);
 /* True if process `pid` is gone or a zombie. */

@@ -431,13 +431,14 @@ Test(supervision, nothing_leaks_over_a_thousand_restarts, .timeout = 600)
               " \"max_restarts\": 1000000, \"window_s\": 1}}");
     for (int i = 0; i < 30; i++) /* warm up: caches, pools, logs */
         crash_and_wait(&g);
-    int fds0 = count_fds(g.pid);
+    int fds0 = count_fds(g.pid), files0 = count_nonsocket_fds(g.pid);
     long rss0 = rss_kb(g.pid);
     for (int i = 0; i < 1000; i++)
         crash_and_wait(&g);
-    int fds1 = count_fds(g.pid);
+    int fds1 = count_fds(g.pid), files1 = count_nonsocket_fds(g.pid);
     long rss1 = rss_kb(g.pid);
     cr_expect_leq(fds1, fds0 + 2, "descriptors: %d before, %d after", fds0, fds1);
+    cr_expect_eq(files1, files0, "pipes, pidfds, files: %d before, %d after", files0, files1);
     cr_expect_eq(count_zombies(g.pid), 0);
 #if !defined(__SANITIZE_ADDRESS__)
     /* (Under AddressSanitizer freed memory sits in quarantine.) */
