@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <netdb.h>
 #include <stdio.h>
@@ -75,8 +76,22 @@ static int listen_unix(const char *path, char *err, size_t errlen)
         return -1;
     }
     struct stat st;
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-        unlink(path); /* a stale socket of an earlier run */
+    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode)) {
+        /* A stale socket of an earlier run is replaced; one a live server
+         * still accepts on is not taken from it (its clients would be
+         * cut off, and its path deleted when either of us exits). */
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        bool live = probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+        if (probe >= 0)
+            close(probe);
+        if (live) {
+            snprintf(err, errlen, "listen on unix:%s: %s (a server is accepting on it)", path,
+                     strerror(EADDRINUSE));
+            close(fd);
+            return -1;
+        }
+        unlink(path);
+    }
     if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, BACKLOG) != 0) {
         snprintf(err, errlen, "listen on unix:%s: %s", path, strerror(errno));
         close(fd);

@@ -43,6 +43,10 @@ static int usage(const char *msg, const char *arg)
 int mg_module_main(int argc, char **argv)
 {
     mg__std_fds_open();
+    /* stdout is the module's log file: a printf line goes there when it is
+     * written, as stderr's do, not when a block fills or at exit (never,
+     * if the module crashes, and the crash's log tail would miss it). */
+    setvbuf(stdout, NULL, _IOLBF, 0);
     const char *name = NULL;
     /* An idle connection is kept longer than the gateway keeps one unused
      * before it stops reusing it (60 s), so that the gateway never sends a
@@ -88,8 +92,11 @@ int mg_module_main(int argc, char **argv)
      * before anything else of it. The process writes that line itself,
      * first thing, into the log its stdout and stderr already are: a line
      * the gateway wrote after the spawn would race with the child's own. */
-    if (incarnation > 0)
+    if (incarnation > 0) {
+        /* Its own line, even after a process that died halfway through one. */
+        mg__log_start_on_new_line();
         mg_log(MG_LOG_INFO, "incarnation %llu started, pid %d", incarnation, (int)getpid());
+    }
     if (bad != NULL)
         return usage(why, bad);
     const char *ka = getenv("MODGATE_KEEPALIVE_S");
@@ -107,5 +114,10 @@ int mg_module_main(int argc, char **argv)
     const mg_module *m = mg__module_find(name);
     if (m == NULL)
         return usage("no such module", name);
+    char err[512];
+    if (mg__registry_check(err, sizeof(err)) != 0) {
+        mg_log(MG_LOG_ERROR, "%s", err);
+        return 100;
+    }
     return mg__serve(m, &o);
 }

@@ -244,7 +244,11 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
     size_t n = strlen(msg);
     while (n > 0 && msg[n - 1] == '\n')
         msg[--n] = '\0';
-    mg_log(MG_LOG_WARN, "libmicrohttpd: %s", msg);
+    /* A client that left is no warning: a stream handler logs it itself
+     * ("(client gone)"), and these lines would crowd the tail a crash
+     * report shows. */
+    if (!mg__mhd_message_is_routine(msg))
+        mg_log(MG_LOG_WARN, "libmicrohttpd: %s", msg);
     free(msg);
 }
 

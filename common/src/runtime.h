@@ -115,6 +115,9 @@ void mg__upload_connection_closed(struct mg_upload *u);
 enum MHD_Result mg__ws_start(struct mg_req *req);
 
 const char *mg__current_module_name(void);
+/* If the log (stderr) is a file whose last line is unfinished (a process
+ * died halfway through writing it), ends that line. */
+void mg__log_start_on_new_line(void);
 
 struct mg_serve_opts {
     const char *listen;      /* "HOST:PORT" or "unix:PATH" */

@@ -48,6 +48,7 @@ struct mg_stream {
     struct chunk *first, *last;
     size_t queued;        /* bytes the queued chunks hold, headers included */
     bool started, done, gone;
+    bool failed;          /* mg_stream_error was called: no more writes */
     char *tail;           /* error text sent as the last chunk */
     size_t tail_len, tail_off;
     int fd;               /* our dup of the client socket, -1 if none */
@@ -116,9 +117,9 @@ int mg_stream_write(mg_stream *s, const void *data, size_t len)
     memcpy(c->data, data, len);
 
     pthread_mutex_lock(&s->mu);
-    while (!peer_hung_up(s, 0) && s->queued >= HIGH_WATER)
+    while (!s->failed && !peer_hung_up(s, 0) && s->queued >= HIGH_WATER)
         pthread_cond_wait(&s->cv, &s->mu);
-    if (s->gone) {
+    if (s->gone || s->failed) {
         pthread_mutex_unlock(&s->mu);
         free(c);
         return -1;
@@ -166,7 +167,12 @@ int mg_stream_error(mg_stream *s, int status, const char *fmt, ...)
     va_list ap;
     va_start(ap, fmt);
     pthread_mutex_lock(&s->mu);
-    mg__res_set_error(&s->head, status, fmt, ap);
+    /* The first error is the one that ends the stream (as for a unary
+     * response); what the handler writes after it is refused, so that
+     * the error stays the status, or the last chunk. */
+    if (!s->failed)
+        mg__res_set_error(&s->head, status, fmt, ap);
+    s->failed = true;
     pthread_mutex_unlock(&s->mu);
     va_end(ap);
     return -1;

@@ -109,6 +109,37 @@ int mg__buf_printf(struct mg_buf *b, const char *fmt, ...)
     return 0;
 }
 
+size_t mg__utf8_seq_len(const unsigned char *p, size_t left)
+{
+    unsigned char c = p[0];
+    size_t n;
+    unsigned char lo = 0x80, hi = 0xbf; /* the second byte's range (RFC 3629 §4) */
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf)
+        n = 2;
+    else if (c >= 0xe0 && c <= 0xef) {
+        n = 3;
+        if (c == 0xe0)
+            lo = 0xa0; /* no overlong forms */
+        else if (c == 0xed)
+            hi = 0x9f; /* no surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        n = 4;
+        if (c == 0xf0)
+            lo = 0x90;
+        else if (c == 0xf4)
+            hi = 0x8f; /* nothing past U+10FFFF */
+    } else
+        return 0;
+    if (left < n || p[1] < lo || p[1] > hi)
+        return 0;
+    for (size_t i = 2; i < n; i++)
+        if ((p[i] & 0xc0) != 0x80)
+            return 0;
+    return n;
+}
+
 int mg__buf_json_string(struct mg_buf *b, const char *s, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
@@ -117,13 +148,26 @@ int mg__buf_json_string(struct mg_buf *b, const char *s, size_t len)
     size_t run = 0; /* bytes that need no escaping, copied in one go */
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)s[i];
-        if (c >= 0x20 && c != '"' && c != '\\') {
+        size_t seq = c < 0x80 ? 1 : mg__utf8_seq_len((const unsigned char *)s + i, len - i);
+        if (seq > 1) {
+            run += seq;
+            i += seq - 1;
+            continue;
+        }
+        if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
             run++;
             continue;
         }
         if (mg__buf_append(b, s + i - run, run) != 0)
             return -1;
         run = 0;
+        if (seq == 0) {
+            /* Not UTF-8 (a percent-decoded path byte, say): JSON text must
+             * be (RFC 8259 §8.1), so it becomes U+FFFD, as a decoder would. */
+            if (mg__buf_append(b, "\\ufffd", 6) != 0)
+                return -1;
+            continue;
+        }
         char esc[7] = { '\\', 0 };
         size_t n = 2;
         switch (c) {
@@ -279,6 +323,22 @@ void mg__std_fds_open(void)
         if (n >= 0 && n != fd)
             close(n); /* cannot happen: fd was the lowest free one */
     }
+}
+
+bool mg__mhd_message_is_routine(const char *msg)
+{
+    static const char *const routine[] = {
+        "closed by remote peer",
+        "closed by remote side with incomplete request",
+        "socket is closed when reading request",
+        "no longer available for sending",
+        "application error generating response",
+        "Application reported internal error",
+    };
+    for (size_t i = 0; i < sizeof(routine) / sizeof(routine[0]); i++)
+        if (strstr(msg, routine[i]) != NULL)
+            return true;
+    return false;
 }
 
 void mg__mhd_skip_query_records(const char *uri)

@@ -39,8 +39,16 @@ int mg__buf_append(struct mg_buf *b, const void *data, size_t len);
  * the cap or on ENOMEM. */
 int mg__buf_reserve(struct mg_buf *b, size_t extra);
 int mg__buf_printf(struct mg_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-/* Appends `s` as a JSON string literal, quotes included. */
+/* True for what libmicrohttpd logs when a client leaves mid-request or
+ * mid-response, or when a response is cut on purpose (a content reader's
+ * END_WITH_ERROR): routine for a server, no warning. */
+bool mg__mhd_message_is_routine(const char *msg);
+/* Appends `s` as a JSON string literal, quotes included; bytes that are not
+ * UTF-8 become U+FFFD, so the result is always valid JSON. */
 int mg__buf_json_string(struct mg_buf *b, const char *s, size_t len);
+/* The length of the well-formed UTF-8 sequence at p (RFC 3629: no overlong
+ * forms, surrogates or code points past U+10FFFF), 0 if there is none. */
+size_t mg__utf8_seq_len(const unsigned char *p, size_t left);
 void mg__buf_free(struct mg_buf *b);
 /* Hands the bytes to the caller (caller frees), leaving b empty. */
 char *mg__buf_steal(struct mg_buf *b, size_t *len);

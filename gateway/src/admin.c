@@ -16,6 +16,7 @@
 #include "accesslog.h"
 #include "errors.h"
 #include "gw.h"
+#include "head_check.h"
 #include "headers.h"
 #include "logfile.h"
 #include "logtail.h"
@@ -369,10 +370,27 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
 {
-    (void)version, (void)upload_data;
+    (void)upload_data;
     if (*con_cls == NULL) {
-        *con_cls = (void *)1; /* answer on a later call: keeps keep-alive */
-        return MHD_YES;
+        *con_cls = (void *)1;
+        /* The same framing rules as the public listener, and no body at
+         * all: no admin request takes one, and one refused at once (an
+         * answer queued now closes the connection) cannot be read as a
+         * request of its own. */
+        struct gw_head_scan h = { 0 };
+        gw_head_scan(c, &h);
+        int status;
+        const char *cause;
+        bool absolute = strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0;
+        const char *why = gw_head_problem(&h, version, absolute, &status, &cause);
+        if (why == NULL && gw_head_has_body(&h)) {
+            why = "admin requests take no body";
+            status = 413;
+            cause = "too_large";
+        }
+        if (why != NULL)
+            return send_error(c, status, cause, why, NULL);
+        return MHD_YES; /* answer on a later call: keeps keep-alive */
     }
     if (*upload_data_size > 0) {
         *upload_data_size = 0;

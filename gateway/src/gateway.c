@@ -423,6 +423,10 @@ int mg_gateway_main(int argc, char **argv)
 
     struct gateway gw = { .listen_fd = -1, .admin_fd = -1, .access_fd = -1 };
     char err[1024];
+    if (mg__registry_check(err, sizeof(err)) != 0) {
+        fprintf(stderr, "modgate: %s\n", err);
+        return 2;
+    }
     size_t nmods;
     const mg_module *const *mods = mg__modules(&nmods);
     const char **names = calloc(nmods ? nmods : 1, sizeof(char *));

@@ -25,6 +25,11 @@ bool gw_header_is_hop_by_hop(const char *name, size_t len)
 bool gw_header_not_forwarded(const char *name, size_t len, const char *connection,
                              bool has_authority)
 {
+    bool host = len == 4 && strncasecmp(name, "host", 4) == 0;
+    if (host)
+        /* End to end and required (RFC 9112 §3.2): a Connection header
+         * naming it does not make it hop-by-hop (nginx ignores that too). */
+        return has_authority;
     if (gw_header_is_hop_by_hop(name, len) || gw_header_in_connection(connection, name, len))
         return true;
     static const struct { const char *name; size_t len; } replaced[] = {
@@ -34,7 +39,7 @@ bool gw_header_not_forwarded(const char *name, size_t len, const char *connectio
     for (size_t i = 0; i < sizeof(replaced) / sizeof(replaced[0]); i++)
         if (len == replaced[i].len && strncasecmp(name, replaced[i].name, len) == 0)
             return true;
-    return has_authority && len == 4 && strncasecmp(name, "host", 4) == 0;
+    return false;
 }
 
 bool gw_header_in_connection(const char *connection, const char *name, size_t len)

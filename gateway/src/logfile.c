@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "util.h"
@@ -26,6 +27,18 @@ int gw_reopen_onto(int fd, const char *path)
     int rc = dup3(nfd, fd, O_CLOEXEC) < 0 ? -errno : 0;
     close(nfd);
     return rc;
+}
+
+int gw_reopen_if_moved(int fd, const char *path)
+{
+    struct stat at_path, open_one;
+    if (fstat(fd, &open_one) != 0)
+        return -errno;
+    if (stat(path, &at_path) == 0 && at_path.st_dev == open_one.st_dev &&
+        at_path.st_ino == open_one.st_ino)
+        return 0;
+    int rc = gw_reopen_onto(fd, path);
+    return rc < 0 ? rc : 1;
 }
 
 int gw_log_open(const char *path)

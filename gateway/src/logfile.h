@@ -28,6 +28,10 @@ void gw_log_close(void);
 /* Reopens a log file onto the same descriptor number (for SIGHUP and
  * logrotate), so that threads writing to `fd` never see it closed. */
 int gw_reopen_onto(int fd, const char *path);
+/* Reopens `fd` onto `path` only if `path` no longer names the file `fd`
+ * writes to (deleted, or moved away without a SIGHUP): 1 if it did, 0 if
+ * there was no need, -errno. */
+int gw_reopen_if_moved(int fd, const char *path);
 /* Opens a log file for appending, close-on-exec; the fd or -errno. */
 int gw_open_log(const char *path);
 

@@ -69,11 +69,14 @@ int gw_log_tail(const char *path, unsigned nlines, size_t max_bytes, char **out,
         /* Enough lines found, the whole file read, or the cap reached. */
         if (off > 0 || want >= size || want > max_bytes) {
             if (have - off > max_bytes) {
-                /* Over the cap: start at the first whole line that fits
-                 * (none, if the last line alone is longer than the cap). */
+                /* Over the cap: start at the first whole line that fits;
+                 * if the last line alone is longer, at its last bytes
+                 * (a crash message at the end of a huge line still shows). */
                 size_t from = have - max_bytes;
                 const char *nl = memchr(buf + from - 1, '\n', have - from + 1);
                 off = nl != NULL ? (size_t)(nl - buf) + 1 : have;
+                if (off >= have)
+                    off = from;
             }
             memmove(buf, buf + off, have - off);
             *len = have - off;

@@ -8,7 +8,8 @@
 /* Sets *out to the last `nlines` lines of the file at `path` (a partial
  * last line counts as a line), NUL-terminated, caller frees. Reads
  * backwards in blocks, so the cost follows the tail, not the file.
- * At most `max_bytes` are returned (the oldest lines are dropped first).
+ * At most `max_bytes` are returned (the oldest lines are dropped first;
+ * a last line longer than that is given by its end).
  * 0 or -errno. */
 int gw_log_tail(const char *path, unsigned nlines, size_t max_bytes, char **out, size_t *len);
 

@@ -73,15 +73,8 @@ static void mhd_logger(void *cls, const char *fmt, va_list ap)
     size_t n = strlen(msg);
     while (n > 0 && msg[n - 1] == '\n')
         msg[--n] = '\0';
-    /* A client that leaves mid-response (499 in access.log), or a response
-     * we cut on purpose (END_WITH_ERROR: the client left, or the module
-     * died inside a sized body, logged with its cause) is no warning. */
-    bool routine = strstr(msg, "closed by remote peer") != NULL ||
-                   strstr(msg, "closed by remote side with incomplete request") != NULL ||
-                   strstr(msg, "socket is closed when reading request") != NULL ||
-                   strstr(msg, "no longer available for sending") != NULL ||
-                   strstr(msg, "application error generating response") != NULL ||
-                   strstr(msg, "Application reported internal error") != NULL;
+    /* Logged with its cause (499 in access.log, or the module's death). */
+    bool routine = mg__mhd_message_is_routine(msg);
     gw_log(routine ? GW_INFO : GW_WARN, "loop %u: libmicrohttpd: %s", l->index, msg);
     free(msg);
 }

@@ -250,6 +250,16 @@ static void schedule_restart(struct gw_supervisor *s, struct gw_module *m, uint6
                              enum gw_restart_reason why)
 {
     const struct gw_config *c = &s->gw->cfg;
+    if (s->stop_requested) {
+        /* The gateway is on its way out: nothing restarts now. */
+        m->restart_due_ms = 0;
+        pthread_mutex_lock(&m->mu);
+        m->state = GW_STOPPED;
+        m->retry_at_ms = 0;
+        pthread_mutex_unlock(&m->mu);
+        gw_log(GW_INFO, "module %s: not restarted, the gateway is stopping", m->name);
+        return;
+    }
     uint64_t window = (uint64_t)c->restart.window_s * 1000;
     /* Stayed ready for a whole window: the earlier failures are forgiven. */
     if (m->ready_since_ms != 0 && now - m->ready_since_ms >= window) {
@@ -280,9 +290,9 @@ static void schedule_restart(struct gw_supervisor *s, struct gw_module *m, uint6
                                                                     : m->backoff_ms * 2;
     m->restart_due_ms = now + delay;
     pthread_mutex_lock(&m->mu);
-    /* A hung module stays "unhealthy" until its next start, so that the
-     * state says why it is down (it is killed the moment it is found). */
-    m->state = why == GW_RESTART_HUNG ? GW_UNHEALTHY : GW_RESTARTING;
+    /* Whatever it died of (last_exit says: a hang too), no process is
+     * left: it waits out its backoff, as its 503s say (cause=restarting). */
+    m->state = GW_RESTARTING;
     m->retry_at_ms = m->restart_due_ms;
     pthread_mutex_unlock(&m->mu);
     gw_log(GW_INFO, "module %s: restarting in %u ms", m->name, delay);
@@ -441,7 +451,13 @@ static bool on_exit_(struct gw_supervisor *s, struct gw_incarnation *inc)
     char what[320];
     snprintf(what, sizeof(what), "(incarnation %u, pid %d) %s", inc->number, (int)inc->pid,
              inc->death);
-    if (inc == m->replacing) {
+    if (inc == m->replacing && s->stop_requested) {
+        /* Stopped with the rest of the gateway before it was ready: not a
+         * failed restart. */
+        m->replacing = NULL;
+        gw_log(GW_INFO, "module %s (incarnation %u, pid %d) stopped before ready, the gateway "
+               "stopping: %s", m->name, inc->number, (int)inc->pid, inc->death);
+    } else if (inc == m->replacing) {
         /* An admin restart whose new process did not make it: the old one
          * never stopped serving. */
         m->replacing = NULL;
@@ -577,6 +593,16 @@ static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m, bool
     }
     pid_t pid = 0;
     char *exec_failed = NULL;
+    /* Every process writes to the file the config names, as supervisord's
+     * children do: one deleted or moved away since (without a SIGHUP) is
+     * made again rather than written into unseen. */
+    int moved = gw_reopen_if_moved(m->log_fd, m->log_path);
+    if (moved > 0)
+        gw_log(GW_WARN, "module %s: log file %s was deleted or moved: opened anew", m->name,
+               m->log_path);
+    else if (moved < 0)
+        gw_log(GW_ERROR, "module %s: log file %s was deleted or moved and cannot be made again "
+               "(%s): the old one is kept", m->name, m->log_path, strerror(-moved));
     if (fail == NULL) {
         char listen[4200], ppid[32], maxbody[32], incno[16];
         snprintf(listen, sizeof(listen), "unix:%s", sock);

@@ -663,6 +663,14 @@ json_t *gwp_module_info(const struct gwp *g, const char *name)
     return j;
 }
 
+long gwp_module_int(const struct gwp *g, const char *name, const char *key)
+{
+    json_t *j = gwp_module_info(g, name);
+    long v = (long)json_integer_value(json_object_get(j, key));
+    json_decref(j);
+    return v;
+}
+
 int gwp_log_count(const struct gwp *g, const char *name, const char *needle)
 {
     char *s = gwp_log(g, name);

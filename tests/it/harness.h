@@ -55,6 +55,8 @@ int gwp_log_count(const struct gwp *g, const char *name, const char *needle);
 /* GET /-/modules/NAME on the admin listener, as JSON (caller decrefs);
  * fails the test unless it answers 200 with JSON. */
 json_t *gwp_module_info(const struct gwp *g, const char *name);
+/* One integer field of it (0 if missing or not an integer). */
+long gwp_module_int(const struct gwp *g, const char *name, const char *key);
 /* Polls until `name` in the log dir contains `needle` (up to ms). */
 bool gwp_wait_log(const struct gwp *g, const char *name, const char *needle, int ms);
 /* The pid of a module's live process, from the admin API; 0 if none. */

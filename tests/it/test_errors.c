@@ -355,6 +355,26 @@ Test(errors, malformed_requests_are_refused_not_forwarded)
         { "GET /echo/a HTTP/1.1\r\nHost: x\r\nX-A: 1\rTransfer-Encoding: chunked\r\n\r\n", "400",
           "bad_request" },
         { "GET /echo/a\x1b[31mred HTTP/1.1\r\nHost: x\r\n\r\n", "400", "bad_request" },
+        /* obs-fold: a front proxy that unfolds it (RFC 9112 §5.2 allows
+         * that) frames this body by its length; libmicrohttpd 0.9.75 read
+         * the length's name as "Content-Length38" and the body as a second
+         * request. */
+        { "POST /echo/a HTTP/1.1\r\nHost: x\r\nContent-Length:\r\n 38\r\n\r\n"
+          "GET /echo/SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n",
+          "400", "bad_request" },
+        { "GET /echo/a HTTP/1.1\r\nHost: x\r\nX-Foo: a\r\n\tb\r\n\r\n", "400", "bad_request" },
+        /* Answered by a catch-all route, a CONNECT got a 2xx the client
+         * took for a tunnel; TRACE echoes the client's credentials. */
+        { "CONNECT /echo/x HTTP/1.1\r\nHost: x\r\n\r\nGET /echo/SMUGGLED HTTP/1.1\r\nHost: x\r\n\r\n",
+          "501", "not_implemented" },
+        { "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n", "501",
+          "not_implemented" },
+        { "TRACE /echo/x HTTP/1.1\r\nHost: x\r\nCookie: secret\r\n\r\n", "501",
+          "not_implemented" },
+        /* RFC 9112 §6.1: no chunked coding in HTTP/1.0. */
+        { "POST /echo/a HTTP/1.0\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n"
+          "3\r\nabc\r\n0\r\n\r\nGET /echo/SMUGGLED HTTP/1.0\r\n\r\n",
+          "400", "bad_request" },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         size_t n;
@@ -384,6 +404,60 @@ Test(errors, malformed_requests_are_refused_not_forwarded)
     char *access = gwp_log(&g, "access.log");
     cr_expect_null(strstr(access, "SMUGGLED"), "%s", access);
     free(access);
+    gwp_finish(&g);
+}
+
+/* Error messages hold what the client sent, percent-decoded bytes that
+ * are not UTF-8 included: the body must stay JSON (RFC 8259 §8.1), from a
+ * module (echo's 404) as from the gateway (its 404). */
+Test(errors, error_bodies_stay_valid_json_whatever_the_path_holds)
+{
+    struct gwp g;
+    gwp_start_ok(&g, NULL);
+    const char *paths[] = { "/echo/env/%FF%FE", "/nowhere/%FF%C0%AF" };
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        struct http_resp r;
+        cr_assert_eq(http_get(gwp_url(&g, paths[i]), &r), 0);
+        cr_expect_eq(r.status, 404, "%s: %s", paths[i], r.body);
+        json_error_t err;
+        json_t *j = json_loads(r.body, 0, &err);
+        cr_expect_not_null(j, "%s: not JSON (%s): %s", paths[i], err.text, r.body);
+        cr_expect(json_is_string(json_object_get(j, "error")), "%s", r.body);
+        json_decref(j);
+        http_free(&r);
+    }
+    gwp_finish(&g);
+}
+
+/* The admin listener frames requests by the same rules, and takes no body:
+ * a request hidden in one must not run (here, a restart of hello). */
+Test(errors, the_admin_listener_refuses_what_could_hide_a_request)
+{
+    struct gwp g;
+    gwp_start_ok(&g, NULL);
+    const char *hidden = "POST /-/modules/hello/restart HTTP/1.1\r\nHost: x\r\n\r\n";
+    char body[128];
+    snprintf(body, sizeof(body), "%s", hidden);
+    char req[1024];
+    const char *heads[] = {
+        "Content-Length: 0\r\nContent-Length: %zu\r\n\r\n",
+        "Content-Length: %zu\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "Content-Length:\r\n %zu\r\n\r\n",
+        "Content-Length: %zu\r\n\r\n",
+    };
+    for (size_t i = 0; i < sizeof(heads) / sizeof(heads[0]); i++) {
+        int n = snprintf(req, sizeof(req), "POST /-/modules/nothere/restart HTTP/1.1\r\nHost: x\r\n");
+        n += snprintf(req + n, sizeof(req) - (size_t)n, heads[i], strlen(body));
+        n += snprintf(req + n, sizeof(req) - (size_t)n, "%s", body);
+        size_t len;
+        char *out = raw_exchange(g.admin_port, NULL, req, (size_t)n, 3000, &len);
+        cr_expect(strncmp(out, "HTTP/1.1 400 ", 13) == 0 || strncmp(out, "HTTP/1.1 413 ", 13) == 0,
+                  "case %zu: %.200s", i, out);
+        cr_expect_not_null(strstr(out, "\r\n\r\n{\"error\": "), "case %zu: %s", i, out);
+        cr_expect_null(strstr(out, "202 Accepted"), "case %zu: the hidden restart ran: %s", i, out);
+        free(out);
+    }
+    cr_expect_eq(gwp_module_int(&g, "hello", "incarnation"), 1, "hello was not restarted");
     gwp_finish(&g);
 }
 

@@ -41,14 +41,6 @@ static void start(struct gwp *g, const char *hostile_extra, const char *restart)
                  g->out);
 }
 
-static long info_int(const struct gwp *g, const char *name, const char *key)
-{
-    json_t *j = gwp_module_info(g, name);
-    long v = (long)json_integer_value(json_object_get(j, key));
-    json_decref(j);
-    return v;
-}
-
 /* The module's last_exit (caller frees). */
 static char *last_exit(const struct gwp *g, const char *name)
 {
@@ -168,7 +160,7 @@ static void signals_case(const char *mode)
     admin_restart(&g, "hostile");
     pid_t pid2 = wait_new_incarnation(&g, pid1, 5000);
     cr_expect(wait_dead(pid1, 3000), "the replaced process %d still runs", (int)pid1);
-    cr_expect_eq(info_int(&g, "hostile", "pid"), pid2);
+    cr_expect_eq(gwp_module_int(&g, "hostile", "pid"), pid2);
     cr_expect_eq(http_status(gwp_url(&g, "/hello/x")), 200);
     cr_expect_eq(count_zombies(g.pid), 0);
     /* The gateway's own stop: exit 0, within its stop timeout and a margin. */
@@ -518,15 +510,15 @@ Test(hostile, a_start_up_hook_crash_loop_ends_failed_and_an_admin_restart_brings
     }
     cr_expect_not_null(strstr(log, "start-up hook misbehaves: crash"), "tail: %s", log);
     free(log);
-    cr_expect_eq(info_int(&g, "hostile", "restarts"), 3);
-    cr_expect_eq(info_int(&g, "hostile", "pid"), 0);
+    cr_expect_eq(gwp_module_int(&g, "hostile", "restarts"), 3);
+    cr_expect_eq(gwp_module_int(&g, "hostile", "pid"), 0);
     expect_503_failed(&g);
     cr_expect_eq(http_status(gwp_url(&g, "/hello/x")), 200);
     unlink(gate);
     admin_restart(&g, "hostile");
     cr_assert(gwp_wait_state(&g, "hostile", "ready", 5000));
     cr_expect_eq(http_status(gwp_url(&g, "/hostile/ok")), 200);
-    cr_expect_eq(info_int(&g, "hostile", "restarts"), 3, "an admin restart is not counted");
+    cr_expect_eq(gwp_module_int(&g, "hostile", "restarts"), 3, "an admin restart is not counted");
     cr_expect_eq(count_zombies(g.pid), 0);
     finish(&g);
 }
@@ -595,8 +587,8 @@ Test(hostile, a_module_exiting_0_while_idle_is_restarted_and_counted)
     cr_assert(wait_dead(pid1, 3000));
     pid_t pid2 = wait_new_incarnation(&g, pid1, 5000);
     cr_expect_neq(pid2, pid1);
-    cr_expect_eq(info_int(&g, "hostile", "restarts"), 1);
-    cr_expect_eq(info_int(&g, "hostile", "incarnation"), 2);
+    cr_expect_eq(gwp_module_int(&g, "hostile", "restarts"), 1);
+    cr_expect_eq(gwp_module_int(&g, "hostile", "incarnation"), 2);
     char *why = last_exit(&g, "hostile");
     cr_expect_str_eq(why, "exited with code 0");
     free(why);

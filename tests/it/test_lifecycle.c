@@ -524,6 +524,39 @@ Test(lifecycle, duplicate_routes_are_a_startup_error_naming_both)
     free(out);
 }
 
+Test(lifecycle, two_modules_of_one_name_are_a_startup_error_saying_so)
+{
+    const char *argv[] = { MODGATE_SAMENAME, "--listen", "127.0.0.1:0", "--admin-listen",
+                           "127.0.0.1:0", "--log-dir", "/tmp/mgt-samename-logs", NULL };
+    char *out;
+    int status = run(argv, &out);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 2, "status %d: %s", status, out);
+    cr_expect_not_null(strstr(out, "two modules are named \"hello\""), "%s", out);
+    cr_expect_null(strstr(out, "route conflict"), "%s", out);
+    free(out);
+}
+
+/* A NULL handler compiles: it must stop the gateway at startup, not crash
+ * the module at its first request. */
+Test(lifecycle, a_route_without_a_handler_is_a_startup_error)
+{
+    const char *argv[] = { MODGATE_NOHANDLER, "--listen", "127.0.0.1:0", "--admin-listen",
+                           "127.0.0.1:0", "--log-dir", "/tmp/mgt-nohandler-logs", NULL };
+    char *out;
+    int status = run(argv, &out);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 2, "status %d: %s", status, out);
+    cr_expect_not_null(strstr(out, "module nohandler: route GET /nohandler has no handler"), "%s",
+                       out);
+    free(out);
+    /* The module alone says the same, with its usage exit code. */
+    const char *alone[] = { MODGATE_NOHANDLER, "--module", "nohandler", "--listen",
+                            "unix:/tmp/mgt-nohandler.sock", NULL };
+    status = run(alone, &out);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 100, "status %d: %s", status, out);
+    cr_expect_not_null(strstr(out, "has no handler"), "%s", out);
+    free(out);
+}
+
 Test(lifecycle, help_and_version)
 {
     const char *help[] = { MODGATE_BIN, "--help", NULL };

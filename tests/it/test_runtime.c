@@ -134,6 +134,42 @@ static void sigterm_after(struct gwp *g, const char *needle, const char *done)
 /* A module alone takes a query of 1500 arguments (its own parse; the
  * one libmicrohttpd made of it ran out of memory, left the request
  * counted as running forever, and the first SIGTERM then waited for it). */
+/* A second module alone on the unix socket path of a live one must not take
+ * it over: the first would keep running unreachable, its path deleted when
+ * either exits. A stale socket (nothing accepting) is still replaced. */
+Test(runtime, a_live_unix_socket_is_not_taken_over)
+{
+    char path[64], listen[80];
+    snprintf(path, sizeof(path), "/tmp/mgt-takeover-%d.sock", (int)getpid());
+    snprintf(listen, sizeof(listen), "unix:%s", path);
+    unlink(path);
+    pid_t first = module_alone(MODGATE_BIN, "hello", listen, NULL);
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd), "%s --module hello --listen %s 2>&1", MODGATE_BIN, listen);
+    FILE *p = popen(cmd, "r");
+    cr_assert_not_null(p);
+    char out[1024] = "";
+    size_t n = fread(out, 1, sizeof(out) - 1, p);
+    out[n] = '\0';
+    int status = pclose(p);
+    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 111, "status %d: %s", status, out);
+    cr_expect_not_null(strstr(out, "a server is accepting on it"), "%s", out);
+    size_t len;
+    const char *req = "GET /hello/still HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    char *answer = raw_exchange(0, path, req, strlen(req), 3000, &len);
+    cr_expect_not_null(strstr(answer, "hello still"), "the first one still serves: %s", answer);
+    free(answer);
+    kill(first, SIGKILL); /* leaves its socket behind: stale */
+    waitpid(first, NULL, 0);
+    pid_t again = module_alone(MODGATE_BIN, "hello", listen, NULL);
+    answer = raw_exchange(0, path, req, strlen(req), 3000, &len);
+    cr_expect_not_null(strstr(answer, "hello still"), "a stale socket is replaced: %s", answer);
+    free(answer);
+    kill(again, SIGTERM);
+    waitpid(again, NULL, 0);
+    unlink(path);
+}
+
 Test(runtime, a_long_query_is_answered_and_a_sigterm_then_stops_at_once)
 {
     int port = 0;

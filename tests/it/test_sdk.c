@@ -548,6 +548,17 @@ Test(sdk, a_stream_failing_before_its_first_chunk_answers_like_a_unary_handler)
 
     get_error("/sdk/stream/fail?when=early&how=return", 500, "handler failed", &r);
     http_free(&r);
+
+    /* A write after the error fails, and does not turn it into a 200. */
+    const char *hdrs[] = { "X-Request-Id: sdk-fail-early", NULL };
+    struct http_req q = { .url = gwp_url(&g, "/sdk/stream/fail?when=early&how=error&then=write"),
+                          .headers = hdrs };
+    cr_assert_eq(http_do(&q, &r), 0);
+    cr_expect_eq(r.status, 409, "%s", r.body);
+    cr_expect_not_null(strstr(r.body, "\"error\": \"stopped early\""), "%s", r.body);
+    http_free(&r);
+    cr_expect(gwp_wait_log(&g, "sdk.log", "stream fail sdk-fail-early: write after the error: -1",
+                           3000));
 }
 
 /* The status cannot change any more: the error text is the last chunk and
@@ -562,6 +573,10 @@ Test(sdk, a_stream_failing_after_its_first_chunk_ends_cleanly)
           "2\r\na\n\r\n2\r\nb\n\r\n14\r\nerror: stopped late\n\r\n0\r\n\r\n" },
         { "/sdk/stream/fail?when=late&how=return",
           "2\r\na\n\r\n2\r\nb\n\r\n16\r\nerror: handler failed\n\r\n0\r\n\r\n" },
+        /* A write after the error is refused: the error stays the last
+         * chunk, and a second error does not replace the first. */
+        { "/sdk/stream/fail?when=late&how=error&then=write",
+          "2\r\na\n\r\n2\r\nb\n\r\n14\r\nerror: stopped late\n\r\n0\r\n\r\n" },
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct http_resp r;
@@ -662,6 +677,40 @@ Test(sdk, log_lines_are_timestamped_in_the_module_log)
     cr_expect_str_eq(x + n, ".");
     free(line);
     free(log);
+}
+
+/* One call, one line: text from a request cannot forge log lines. */
+Test(sdk, a_log_message_with_line_breaks_stays_one_line)
+{
+    const char *hdrs[] = { "X-Request-Id: sdk-log-2", NULL };
+    struct http_resp r;
+    get("/sdk/log?msg=one%0Atwo%0D%0A2026-01-01T00:00:00.000Z%20ERROR%20sdk:%20forged%1B",
+        hdrs, &r);
+    cr_expect_eq(r.status, 200);
+    http_free(&r);
+    cr_assert(gwp_wait_log(&g, "sdk.log", "log sdk-log-2: long", 5000));
+    char *log = gwp_log(&g, "sdk.log");
+    char *line = line_with(log, "log sdk-log-2: info ");
+    cr_expect_not_null(line, "%s", log);
+    if (line != NULL)
+        cr_expect_not_null(strstr(line, "info one\\ntwo\\r\\n2026-01-01T00:00:00.000Z ERROR "
+                                        "sdk: forged\\x1b"),
+                           "%s", line);
+    free(line);
+    cr_expect_null(strstr(log, "\n2026-01-01T00:00:00.000Z ERROR sdk: forged"), "%s", log);
+    free(log);
+}
+
+/* stdout is line-buffered: a printf line is in the log while the module
+ * runs (a crash would otherwise lose it, and its log tail miss it). */
+Test(sdk, a_printf_line_reaches_the_log_at_once)
+{
+    const char *hdrs[] = { "X-Request-Id: sdk-stdout-1", NULL };
+    struct http_resp r;
+    get("/sdk/stdout?msg=hi", hdrs, &r);
+    cr_expect_eq(r.status, 200);
+    http_free(&r);
+    cr_expect(gwp_wait_log(&g, "sdk.log", "stdout sdk-stdout-1: hi\n", 3000));
 }
 
 Test(sdk, the_request_id_is_the_one_the_client_sent)

@@ -79,8 +79,16 @@ Test(supervision, a_hung_module_is_detected_and_restarted)
     cr_expect_not_null(strstr(r.body, "missed health probes"), "%s", r.body);
     cr_expect_lt(took, 3000, "hang noticed after %ld ms", took);
     http_free(&r);
-    /* Until its next start, the state says why it is down. */
-    cr_expect(gwp_wait_state(&g, "chaos", "unhealthy", 500), "state unhealthy after the hang");
+    /* Killed for the hang, it waits out its backoff like any dead module:
+     * no process, state restarting, and last_exit says why. */
+    cr_expect(gwp_wait_state(&g, "chaos", "restarting", 500), "state restarting after the hang");
+    json_t *info = gwp_module_info(&g, "chaos");
+    cr_assert_not_null(info);
+    cr_expect(json_is_null(json_object_get(info, "pid")), "no pid while it waits");
+    const char *last = json_string_value(json_object_get(info, "last_exit"));
+    cr_expect(last != NULL && strstr(last, "missed health probes") != NULL, "last_exit: %s",
+              last ? last : "(none)");
+    json_decref(info);
     cr_assert(gwp_wait_state(&g, "chaos", "ready", 5000));
     cr_expect_neq(gwp_module_pid(&g, "chaos"), pid1);
     cr_expect(process_dead(pid1));
@@ -1056,5 +1064,71 @@ Test(supervision, probe_rtt_is_printed_to_the_microsecond)
         usleep(20 * 1000);
     }
     cr_expect_geq(seen, 20);
+    gwp_finish(&g);
+}
+
+/* What a module left of a line when it died stays its own line: the next
+ * incarnation's first line starts on a line of its own. And a log file
+ * deleted (or moved away without a SIGHUP) is made again at the next
+ * start, not written into unseen. */
+Test(supervision, a_restart_starts_its_log_on_a_new_line_and_in_a_file_that_exists)
+{
+    struct gwp g;
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
+              " \"restart\": {\"backoff_initial_ms\": 300, \"backoff_max_ms\": 300}}");
+    char path[400];
+    snprintf(path, sizeof(path), "%s/chaos.log", g.logdir);
+    /* Dead (its 502 is out), and the next start 300 ms away: what it
+     * "wrote last" is half a line. */
+    cr_assert_eq(http_status(gwp_url(&g, "/chaos/crash")), 502);
+    FILE *f = fopen(path, "a");
+    cr_assert_not_null(f);
+    fputs("a line the module did not finish", f);
+    fclose(f);
+    cr_assert(gwp_wait_log(&g, "chaos.log", "incarnation 2 started", 5000));
+    char *log = gwp_log(&g, "chaos.log");
+    cr_expect_not_null(strstr(log, "did not finish\n"), "%s", log);
+    const char *inc = strstr(log, "incarnation 2 started");
+    cr_expect(inc != NULL && strstr(log, "did not finish\n") < inc, "%s", log);
+    free(log);
+
+    cr_assert_eq(unlink(path), 0);
+    crash_and_wait(&g);
+    cr_expect(gwp_wait_log(&g, "chaos.log", "incarnation 3 started", 3000),
+              "the new incarnation writes to a chaos.log that exists");
+    cr_expect(gwp_wait_log(&g, "gateway.log", "chaos.log was deleted or moved: opened anew", 3000));
+    cr_expect_eq(http_status(gwp_url(&g, "/chaos/log?lines=2")), 200);
+    cr_expect(gwp_wait_log(&g, "chaos.log", "chaos line 1", 3000));
+    gwp_finish(&g);
+}
+
+/* A module that dies while the gateway drains its last requests is not
+ * restarted, and the log does not say it will be. */
+static void *slow_get(void *arg)
+{
+    return (void *)(intptr_t)http_status(arg);
+}
+
+Test(supervision, a_module_dying_during_the_drain_is_not_said_to_restart)
+{
+    struct gwp g;
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}}}");
+    pid_t hello = gwp_module_pid(&g, "hello");
+    char url[256];
+    snprintf(url, sizeof(url), "%s", gwp_url(&g, "/chaos/slow?ms=1500"));
+    pthread_t t;
+    pthread_create(&t, NULL, slow_get, url);
+    usleep(300 * 1000);
+    cr_assert_eq(kill(g.pid, SIGTERM), 0);
+    cr_expect(gwp_wait_log(&g, "gateway.log", "TERM received: stopping", 3000));
+    cr_assert_eq(kill(hello, SIGKILL), 0);
+    cr_expect(gwp_wait_log(&g, "gateway.log", "module hello: not restarted, the gateway is stopping",
+                           3000));
+    void *status;
+    pthread_join(t, &status);
+    cr_expect_eq((intptr_t)status, 200, "the request in flight finished");
+    char *log = gwp_log(&g, "gateway.log");
+    cr_expect_null(strstr(log, "module hello: restarting in"), "%s", log);
+    free(log);
     gwp_finish(&g);
 }

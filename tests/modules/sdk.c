@@ -21,7 +21,8 @@
  *   GET  /sdk/stream/head       stream status and headers, before and after the first write
  *   GET  /sdk/stream/status?code=N&write=W     mg_stream_status with the given code, W writes
  *   GET  /sdk/stream/header?name=N&value=V     mg_stream_header with any name and value
- *   GET  /sdk/stream/fail?when=early|late&how=error|return
+ *   GET  /sdk/stream/fail?when=early|late&how=error|return[&then=write]
+ *                               (then=write: a write after the error, its result logged)
  *   GET  /sdk/stream/forever    writes until the client goes away, and logs it
  *   GET  /sdk/stream/tiny       writes 1-byte chunks until the client goes away
  *   GET  /sdk/stream/linger?ms=N   one chunk, then waits for the client to go
@@ -29,6 +30,7 @@
  *   POST /sdk/upload/linger?ms=N   MG_UPLOAD: reads until the upload breaks off,
  *                               then cleans up for N ms
  *   GET  /sdk/log?msg=M         mg_log lines
+ *   GET  /sdk/stdout?msg=M      a printf line on stdout (the module's log too)
  *   GET  /sdk/id                mg_req_id
  *   GET  /sdk/ws/forwarded      WebSocket: sends the X-Forwarded-For it got, as text
  */
@@ -324,8 +326,17 @@ static int stream_fail(mg_req *req, mg_stream *s)
     mg_stream_header(s, "X-Before-Error", "dropped when early");
     if (late && (mg_stream_write(s, "a\n", 2) != 0 || mg_stream_write(s, "b\n", 2) != 0))
         return -1;
-    if (by_error)
-        return mg_stream_error(s, 409, "stopped %s", late ? "late" : "early");
+    if (by_error) {
+        mg_stream_error(s, 409, "stopped %s", late ? "late" : "early");
+        if (is(mg_req_query(req, "then"), "write")) {
+            /* Refused: the error stays the status, or the last chunk. */
+            int rc = mg_stream_write(s, "after\n", 6);
+            mg_stream_error(s, 418, "a second error is ignored");
+            mg_log(MG_LOG_INFO, "stream fail %s: write after the error: %d", mg_req_id(req), rc);
+            return 0;
+        }
+        return -1;
+    }
     return -1;
 }
 
@@ -418,6 +429,15 @@ static int log_lines(mg_req *req, mg_res *res)
     return mg_res_printf(res, 200, "text/plain", "logged\n");
 }
 
+/* printf to stdout, which the gateway points at the module's log: the line
+ * must be there at once, not when a buffer fills or the module exits. */
+static int stdout_line(mg_req *req, mg_res *res)
+{
+    const char *msg = mg_req_query(req, "msg");
+    printf("stdout %s: %s\n", mg_req_id(req), msg ? msg : "");
+    return mg_res_printf(res, 200, "text/plain", "printed\n");
+}
+
 /* mg_req_id: the request id the gateway forwarded. */
 static int id(mg_req *req, mg_res *res)
 {
@@ -454,5 +474,6 @@ MG_MODULE(sdk,
           MG_STREAM_GET("/sdk/stream/linger", stream_linger),
           MG_UPLOAD("POST", "/sdk/upload/linger", upload_linger),
           MG_GET("/sdk/log", log_lines),
+          MG_GET("/sdk/stdout", stdout_line),
           MG_GET("/sdk/id", id),
           MG_WS("/sdk/ws/forwarded", ws_forwarded));

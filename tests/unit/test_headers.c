@@ -230,4 +230,8 @@ Test(hop_by_hop, what_a_request_does_not_forward)
         cr_expect(!gw_header_not_forwarded(kept[i], strlen(kept[i]), "close, x-named", false),
                   "%s was dropped", kept[i]);
     cr_expect(gw_header_not_forwarded("host", 4, NULL, true), "an authority replaces Host");
+    /* Host is end to end whatever Connection says: the module must not get
+     * curl's own "Host: module" instead of the client's. */
+    cr_expect(!gw_header_not_forwarded("Host", 4, "close, host", false),
+              "Connection: host dropped Host");
 }

@@ -160,7 +160,8 @@ static char *varied_lines(unsigned n, bool final_newline, size_t *len)
 
 /* The correct answer, computed naively from the whole text: the last
  * `nlines` lines; if longer than max_bytes, the longest suffix of those
- * that starts at a line start and fits. Returns the offset into text. */
+ * that starts at a line start and fits, or if none does (the last line
+ * alone is longer), the last max_bytes bytes. Returns the offset into text. */
 static size_t reference_tail(const char *text, size_t len, unsigned nlines, size_t max_bytes)
 {
     size_t start = len;
@@ -182,7 +183,7 @@ static size_t reference_tail(const char *text, size_t len, unsigned nlines, size
         size_t s = len - max_bytes;
         while (s < len && text[s - 1] != '\n')
             s++;
-        start = s;
+        start = s < len ? s : len - max_bytes;
     }
     return start;
 }
@@ -382,19 +383,28 @@ Test(log_tail, max_bytes_one_below_file_size)
     Out = NULL;
 }
 
+/* A module that dumps a huge blob without a newline, then dies saying why
+ * on the same line: the end of that line is what matters. */
 Test(log_tail, max_bytes_with_a_line_longer_than_the_cap)
 {
-    char text[64];
-    memset(text, 'x', 50);
-    write_file(text, 50);
-    char *out = NULL;
-    size_t olen = 0;
-    int rc = gw_log_tail(Path, 5, 10, &out, &olen);
-    Out = out;
-    cr_assert_eq(rc, 0);
-    cr_assert_leq(olen, 10, "max_bytes 10, one 50-byte line: got %zu bytes", olen);
-    free(out);
-    Out = NULL;
+    for (int fin = 0; fin < 2; fin++) {
+        char text[80];
+        size_t len = (size_t)snprintf(text, sizeof(text), "first\n%.50s died%s",
+                                      "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx",
+                                      fin ? "\n" : "");
+        write_file(text, len);
+        char *out = NULL;
+        size_t olen = 0;
+        int rc = gw_log_tail(Path, 5, 10, &out, &olen);
+        Out = out;
+        cr_assert_eq(rc, 0);
+        cr_assert_eq(olen, 10, "max_bytes 10, a 55-byte last line: got %zu bytes", olen);
+        cr_assert_str_eq(out, fin ? "xxxxx died\n" + 1 : "xxxxx died", "got \"%s\"", out);
+        free(out);
+        Out = NULL;
+        expect_tail(text, len, 5, 10);
+        expect_tail(text, len, 1, 3);
+    }
 }
 
 Test(log_tail, max_bytes_property)

@@ -103,7 +103,8 @@ int mg_stream_write(mg_stream *s, const void *data, size_t len);
 int mg_stream_printf(mg_stream *s, const char *fmt, ...) MG_PRINTF(2, 3);
 /* Fails the stream. Before the first write the client gets `status` and the
  * JSON error body, as for a unary handler; after it the message becomes the
- * last chunk and the stream ends cleanly. Returns -1. */
+ * last chunk and the stream ends cleanly. Writes after it fail, and a
+ * second error does not replace the first. Returns -1. */
 int mg_stream_error(mg_stream *s, int status, const char *fmt, ...) MG_PRINTF(3, 4);
 /* 1 once the client has gone away, else 0. */
 int mg_stream_client_gone(mg_stream *s);
@@ -115,7 +116,9 @@ int mg_stream_sleep(mg_stream *s, unsigned ms);
 
 enum mg_log_level { MG_LOG_DEBUG, MG_LOG_INFO, MG_LOG_WARN, MG_LOG_ERROR };
 
-/* Writes one timestamped line to the module's log (its stderr). */
+/* Writes one timestamped line to the module's log (its stderr). One call is
+ * one line: line breaks and other control characters in the message are
+ * written escaped (\n, \r, \xHH), so request data cannot forge lines. */
 void mg_log(enum mg_log_level level, const char *fmt, ...) MG_PRINTF(2, 3);
 void mg_vlog(enum mg_log_level level, const char *fmt, va_list ap);
 
