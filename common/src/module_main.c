@@ -13,6 +13,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "listen.h"
 #include "registry.h"
 #include "runtime.h"
 #include "util.h"
@@ -62,6 +63,17 @@ int mg_module_main(int argc, char **argv)
         const char *a = argv[i];
         const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
         size_t alen = eq ? (size_t)(eq - a) : strlen(a);
+        static const char *const known[] = { "--module", "--listen", "--log-file", "--ready-fd",
+                                             "--parent-pid", "--max-body-bytes",
+                                             "--incarnation" };
+        bool is_known = false;
+        for (size_t k = 0; k < sizeof(known) / sizeof(known[0]) && !is_known; k++)
+            is_known = is_opt(a, alen, known[k]);
+        if (!is_known) {
+            bad = a;
+            why = "unknown argument";
+            break;
+        }
         const char *v = eq ? eq + 1 : i + 1 < argc ? argv[++i] : NULL;
         unsigned long long n;
         if (v == NULL || v[0] == '\0') {
@@ -111,6 +123,10 @@ int mg_module_main(int argc, char **argv)
                "to 60 s, so a request may meet one being closed here (502)", o.keepalive_s);
     if (name == NULL || o.listen == NULL)
         return usage("--module and --listen are required", NULL);
+    /* A malformed address is a usage error (exit 100), not a failure to
+     * listen (111) on an address that could be right. */
+    if (strncmp(o.listen, "unix:", 5) != 0 && mg__check_host_port(o.listen) != 0)
+        return usage("--listen: expected HOST:PORT (port 0 to 65535) or unix:PATH", o.listen);
     const mg_module *m = mg__module_find(name);
     if (m == NULL)
         return usage("no such module", name);

@@ -167,6 +167,14 @@ static enum MHD_Result route(struct server *srv, struct mg_req *req)
         req->route_error = 405;
         return MHD_YES;
     }
+    /* A capture must not hide part of itself from a handler that reads it
+     * as a C string: "/files/a%00.txt" would open "a" (nginx refuses an
+     * encoded NUL in the path too). */
+    for (size_t i = 0; i < m.ncaptures; i++)
+        if (mg__percent_holds_nul(req->path + m.captures[i].off, m.captures[i].len)) {
+            req->route_error = 400;
+            return MHD_YES;
+        }
     if (mg__req_prepare(req, &m) != 0)
         return MHD_NO;
     req->route = m.data;
@@ -188,6 +196,8 @@ static enum MHD_Result dispatch(struct server *srv, struct mg_req *req)
         return mg__answer_error(req, 404, "no route", NULL, NULL);
     if (req->route_error == 405)
         return mg__answer_error(req, 405, "method not allowed", "Allow", req->allow);
+    if (req->route_error == 400)
+        return mg__answer_error(req, 400, "the path holds an encoded NUL (%00)", NULL, NULL);
     if (req->route_error != 0)
         return mg__answer_error(req, req->route_error, mg__reason(req->route_error), NULL, NULL);
     if (req->body_too_large)

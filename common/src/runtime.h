@@ -41,7 +41,7 @@ struct mg_req {
     bool dispatched;
     bool is_probe;
     const mg_route *route;    /* matched at the first call; NULL: probe or error */
-    int route_error;          /* 404 or 405 when no route fits */
+    int route_error;          /* 404 or 405 when no route fits, 400 for a NUL in a capture */
     char *allow;              /* Allow value of a 405 */
     struct mg_stream *stream; /* set once a stream handler took the request */
     struct mg_upload *upload; /* set for a streaming-upload route */

@@ -359,3 +359,11 @@ bool mg__add_header_value(struct MHD_Response *r, const char *name, const char *
      * it). */
     return MHD_add_response_header(r, name, value[0] != '\0' ? value : " ") == MHD_YES;
 }
+
+bool mg__percent_holds_nul(const char *s, size_t len)
+{
+    for (size_t i = 0; i + 3 <= len; i++)
+        if (s[i] == '%' && s[i + 1] == '0' && s[i + 2] == '0')
+            return true;
+    return false;
+}

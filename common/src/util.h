@@ -57,6 +57,8 @@ char *mg__buf_steal(struct mg_buf *b, size_t *len);
  * new NUL-terminated string (caller frees); NULL on ENOMEM. Malformed
  * escapes are kept as they are. */
 char *mg__percent_decode(const char *src, size_t len, bool plus);
+/* True if decoding s[0, len) would give a NUL byte ("%00"). */
+bool mg__percent_holds_nul(const char *s, size_t len);
 /* The value of a hex digit, or -1. */
 int mg__hex_value(char c);
 

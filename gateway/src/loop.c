@@ -21,6 +21,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "client_conn.h"
 #include "curl_epoll.h"
 #include "headers.h"
 #include "logfile.h"
@@ -94,6 +95,8 @@ struct gw_loop *gw_loop_new(struct gateway *gw, unsigned index, char *err, size_
     l->curl_deadline_ms = -1;
     gw_list_init(&l->requests);
     gw_list_init(&l->heads);
+    gw_list_init(&l->lines);
+    gw_list_init(&l->kept_lines);
     gw_list_init(&l->hups);
     gw_list_init(&l->header_waiters);
     gw_list_init(&l->idle_streams);
@@ -154,7 +157,7 @@ struct gw_loop *gw_loop_new(struct gateway *gw, unsigned index, char *err, size_
         MHD_OPTION_NOTIFY_CONNECTION, gw_proxy_on_connection, l,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
         MHD_OPTION_CONNECTION_LIMIT, share,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)90,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)GW_CLIENT_IDLE_S,
         MHD_OPTION_END);
     if (l->mhd == NULL) {
         snprintf(err, errlen, "cannot start the HTTP server of loop %u", index);

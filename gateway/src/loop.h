@@ -45,6 +45,8 @@ struct gw_loop {
     int64_t curl_deadline_ms;   /* -1: curl wants no timeout */
     bool resumed;               /* MHD must run before the loop blocks: a connection was resumed, or closed */
 
+    struct gw_link lines;         /* connections whose first request line is due (client_conn.c) */
+    struct gw_link kept_lines;    /* kept-alive connections awaiting their next request line */
     struct gw_link requests;      /* every live request */
     struct gw_link heads;         /* request line in, the rest of the head not yet; oldest first */
     struct gw_link hups;          /* clients that hung up before their request was whole */

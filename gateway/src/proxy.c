@@ -43,6 +43,7 @@
 #include "accesslog.h"
 #include "admin.h"
 #include "errors.h"
+#include "client_conn.h"
 #include "head_check.h"
 #include "headers.h"
 #include "logfile.h"
@@ -945,6 +946,7 @@ static enum MHD_Result queue_answer(struct request *r)
 void *gw_proxy_on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     struct gw_loop *l = cls;
+    gw_client_conn_line_done(l, conn);
     struct request *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return NULL;
@@ -1401,6 +1403,8 @@ void gw_proxy_on_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     l->nrequests--;
     if (gw_loop_owner(l, r->fd) == r)
         gw_loop_set_owner(l, r->fd, NULL);
+    if (!r->ws_open && r->cfd < 0)
+        gw_client_conn_request_done(l, conn); /* its next request line is due */
     bool completed = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && r->queued;
     /* After an answer of its own, libmicrohttpd ends the request "with
      * error" even when the answer went out whole: logged as answered. */
@@ -1418,7 +1422,6 @@ void gw_proxy_on_completed(void *cls, struct MHD_Connection *conn, void **con_cl
 void gw_proxy_on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
                             enum MHD_ConnectionNotificationCode toe)
 {
-    (void)socket_context;
     struct gw_loop *l = cls;
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
@@ -1426,6 +1429,7 @@ void gw_proxy_on_connection(void *cls, struct MHD_Connection *conn, void **socke
         return;
     if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
         atomic_fetch_add_explicit(&l->gw->connections, 1, memory_order_relaxed);
+        gw_client_conn_started(l, ci->connect_fd, socket_context);
         /* Watched for the peer's hang-up only (edge-triggered: one event),
          * so that a request we hold notices a client that left;
          * libmicrohttpd does not watch suspended connections. */
@@ -1434,6 +1438,7 @@ void gw_proxy_on_connection(void *cls, struct MHD_Connection *conn, void **socke
             gw_log(GW_WARN, "loop %u: cannot watch a client connection", l->index);
     } else {
         atomic_fetch_sub_explicit(&l->gw->connections, 1, memory_order_relaxed);
+        gw_client_conn_closed(l, socket_context);
         gw_loop_unwatch(l, ci->connect_fd);
         /* A daemon at its share of max_connections takes its listen socket
          * back only in its next run: have one before the loop blocks. */
@@ -1537,13 +1542,14 @@ static void head_timed_out(struct request *r, unsigned timeout_ms)
 uint64_t gw_proxy_run_timers(struct gw_loop *l, uint64_t now)
 {
     const struct gw_config *c = &l->gw->cfg;
-    uint64_t next = UINT64_MAX;
+    uint64_t next = gw_client_conn_run_timers(l, now);
 
     while (!gw_list_empty(&l->heads)) {
         struct request *r = gw_container_of(l->heads.next, struct request, link_timer);
         uint64_t due = r->timer_at_ms + c->limits.request_timeout_ms;
         if (due > now) {
-            next = due;
+            if (due < next)
+                next = due;
             break;
         }
         gw_list_remove(&r->link_timer);
@@ -1554,7 +1560,8 @@ uint64_t gw_proxy_run_timers(struct gw_loop *l, uint64_t now)
         struct request *r = gw_container_of(l->header_waiters.next, struct request, link_timer);
         uint64_t due = r->timer_at_ms + c->limits.request_timeout_ms;
         if (due > now) {
-            next = due;
+            if (due < next)
+                next = due;
             break;
         }
         if (r->has_body && !r->up_done && r->up.len == 0)
@@ -1593,7 +1600,10 @@ uint64_t gw_proxy_run_timers(struct gw_loop *l, uint64_t now)
                 next = due;
             break;
         }
-        gw_req_finish_failure(r);
+        if (r->ws_awaiting_death)
+            gw_tunnel_close(r); /* alive: it only closed the connection */
+        else
+            gw_req_finish_failure(r);
     }
     return next;
 }
@@ -1605,7 +1615,9 @@ void gw_proxy_module_died(struct gw_loop *l)
         p = p->next;
         if (r->inc == NULL || !atomic_load_explicit(&r->inc->dead, memory_order_acquire))
             continue;
-        if (r->easy != NULL || (r->mfd >= 0 && !r->ws_open))
+        if (r->ws_awaiting_death)
+            gw_tunnel_close(r); /* now its close frame can say how */
+        else if (r->easy != NULL || (r->mfd >= 0 && !r->ws_open))
             fail_now(r);
         else if (r->upstream_failed && !r->failure_known)
             gw_req_finish_failure(r); /* it was waiting to learn this */

@@ -16,6 +16,7 @@
 #include "loop.h"
 #include "module.h"
 #include "util.h"
+#include "ws_frames.h"
 
 #define BUFFERED_MAX (64 * 1024)   /* answer from one buffer up to this size */
 #define HIGH_WATER (64 * 1024)     /* pause the producer above this */
@@ -110,11 +111,13 @@ struct request {
     bool ws_open;                  /* the 101 went out: relaying bytes */
     bool hs_sent;                  /* the handshake is written to the module */
     bool client_eof;               /* the client ended its side of the tunnel */
+    bool ws_awaiting_death;        /* the module's side ended: did the module die? */
     int mfd;                       /* our socket to the module, -1 if none */
     int cfd;                       /* the client socket, once upgraded */
     struct bytes hs;               /* handshake out, then the module's answer head */
     struct MHD_UpgradeResponseHandle *urh;
     uint32_t cmask, mmask;         /* epoll events registered for cfd and mfd */
+    struct gw_ws_track ws_down;    /* the module's frames, as they go to the client */
 
     int final_status;
     uint64_t bytes_out;

@@ -161,8 +161,9 @@ static int flush(int fd, struct bytes *b)
 }
 
 /* Reads from fd into `b` while it holds less than `limit`; 0, or -1 at
- * EOF or error. */
-static int fill(int fd, struct bytes *b, size_t limit, uint64_t *counter)
+ * EOF or error. The frames read are followed in `track` if given. */
+static int fill(int fd, struct bytes *b, size_t limit, uint64_t *counter,
+                struct gw_ws_track *track)
 {
     char tmp[16384];
     while (b->len < limit) {
@@ -172,6 +173,8 @@ static int fill(int fd, struct bytes *b, size_t limit, uint64_t *counter)
                 return -1;
             if (counter)
                 *counter += (uint64_t)n;
+            if (track)
+                gw_ws_track_feed(track, tmp, (size_t)n);
             continue;
         }
         if (n < 0 && errno == EINTR)
@@ -209,6 +212,8 @@ static void head_received(struct request *r, size_t head_len)
     gw_bytes_free(&r->hs);
     gw_list_remove(&r->link_timer);
     if (r->status == 101) {
+        if (rest > 0) /* the module's first frames came with its 101 */
+            gw_ws_track_feed(&r->ws_down, r->down.data + r->down.off, r->down.len);
         r->headers_done = true;
         set_interest(r, r->mfd, &r->mmask, 0, GW_FD_TUNNEL_MODULE); /* until upgraded */
         gw_req_answer_ready(r);
@@ -252,7 +257,7 @@ void gw_tunnel_module_event(struct request *r, uint32_t events)
         return;
     if (r->headers_done) {
         /* The body of a non-101 answer. */
-        int rc = fill(r->mfd, &r->down, 65536 + 1, NULL);
+        int rc = fill(r->mfd, &r->down, 65536 + 1, NULL, NULL);
         if ((int64_t)r->down.len >= r->resp_len) {
             gw_req_transfer_end(r);
             gw_req_answer_ready(r);
@@ -262,7 +267,7 @@ void gw_tunnel_module_event(struct request *r, uint32_t events)
         }
         return;
     }
-    int rc = fill(r->mfd, &r->hs, HEAD_MAX, NULL);
+    int rc = fill(r->mfd, &r->hs, HEAD_MAX, NULL, NULL);
     const char *start = r->hs.data ? r->hs.data + r->hs.off : "";
     const char *eoh = r->hs.len ? memmem(start, r->hs.len, "\r\n\r\n", 4) : NULL;
     if (eoh != NULL) {
@@ -335,13 +340,13 @@ static void relay(struct request *r, uint32_t module_events, uint32_t client_eve
     bool gone = (client_events & hup) != 0;
     bool module_done = (module_events & hup) != 0;
     /* client -> module */
-    if (!gone && !r->client_eof && fill(r->cfd, &r->up, limit, NULL) != 0)
+    if (!gone && !r->client_eof && fill(r->cfd, &r->up, limit, NULL, NULL) != 0)
         r->client_eof = true;
     if (r->mfd >= 0 && flush(r->mfd, &r->up) != 0)
         module_done = true;
     /* module -> client */
     if (r->mfd >= 0 &&
-        (fill(r->mfd, &r->down, module_done ? SIZE_MAX : limit, &r->bytes_out) != 0 ||
+        (fill(r->mfd, &r->down, module_done ? SIZE_MAX : limit, &r->bytes_out, &r->ws_down) != 0 ||
          module_done)) {
         /* The module is done: what it sent still goes to the client,
          * nothing more can go to it. */
@@ -353,7 +358,28 @@ static void relay(struct request *r, uint32_t module_events, uint32_t client_eve
     }
     if (!gone && flush(r->cfd, &r->down) != 0)
         gone = true;
-    if (gone || (r->client_eof && r->up.len == 0) || (r->mfd < 0 && r->down.len == 0)) {
+    if (gone || (r->client_eof && r->up.len == 0)) {
+        gw_tunnel_close(r);
+        return;
+    }
+    if (r->mfd < 0 && r->down.len == 0) {
+        /* The module's side ended without a close frame (it died, or
+         * dropped the connection): the client is told so in one (1011, an
+         * unexpected condition) rather than by a bare end of TCP. Its
+         * socket often ends before the gateway has reaped it: as for a
+         * broken transfer, a moment is given to learn whether and how it
+         * died (gw_proxy_module_died, or DEATH_WAIT_MS). */
+        if (r->ws_awaiting_death)
+            return;
+        if (r->cause == NULL) {
+            r->cause = "module_closed";
+            if (r->inc != NULL && !atomic_load(&r->inc->dead)) {
+                r->ws_awaiting_death = true;
+                set_interest(r, r->cfd, &r->cmask, 0, GW_FD_TUNNEL_CLIENT);
+                gw_req_timer_start(r, &r->loop->death_waiters);
+                return;
+            }
+        }
         gw_tunnel_close(r);
         return;
     }
@@ -365,8 +391,43 @@ static void relay(struct request *r, uint32_t module_events, uint32_t client_eve
     set_interest(r, r->mfd, &r->mmask, mw, GW_FD_TUNNEL_MODULE);
 }
 
+/* Ends the tunnel with a close frame of ours (RFC 6455 §7.1.2: an
+ * endpoint closes with one) where the client still reads and one can go
+ * in now: everything the module sent is delivered, between two frames,
+ * and the module did not send its own close frame. Best effort: the
+ * client socket is not waited for. */
+static void send_close_frame(struct request *r)
+{
+    if (r->cfd < 0 || r->urh == NULL || r->down.len > 0 || !gw_ws_track_at_boundary(&r->ws_down) ||
+        r->ws_down.close_seen || r->cause == NULL)
+        return;
+    unsigned code;
+    char reason[320]; /* cut to what a close frame carries by gw_ws_close_frame */
+    if (strcmp(r->cause, "timeout_idle") == 0) {
+        code = 1001; /* going away */
+        snprintf(reason, sizeof(reason), "idle for %u ms",
+                 r->loop->gw->cfg.limits.stream_idle_timeout_ms);
+    } else if (strcmp(r->cause, "shutdown") == 0) {
+        code = 1001;
+        snprintf(reason, sizeof(reason), "the gateway is stopping");
+    } else if (strcmp(r->cause, "module_closed") == 0) {
+        code = 1011; /* an unexpected condition */
+        bool died = r->inc != NULL && atomic_load(&r->inc->dead);
+        snprintf(reason, sizeof(reason), "module %s %s", r->mod->name,
+                 died ? r->inc->death : "closed the connection");
+    } else {
+        return;
+    }
+    uint8_t frame[GW_WS_CLOSE_MAX];
+    size_t len = gw_ws_close_frame(frame, code, reason);
+    if (send(r->cfd, frame, len, MSG_NOSIGNAL | MSG_DONTWAIT) > 0)
+        r->bytes_out += len;
+}
+
 void gw_tunnel_close(struct request *r)
 {
+    if (r->ws_open)
+        send_close_frame(r);
     gw_list_remove(&r->link_timer);
     if (r->mfd >= 0) {
         gw_loop_unwatch(r->loop, r->mfd);

@@ -527,6 +527,53 @@ Test(errors, an_error_is_answered_before_a_body_nobody_reads)
 /* A client that sends its request head a line at a time, slowly enough to
  * keep the connection's idle timeout from firing, is cut off after
  * request_timeout_ms with a 408 (as nginx's client_header_timeout). */
+/* A request line sent a byte at a time (slowloris): libmicrohttpd's idle
+ * timer restarts at every byte, and the head's 408 starts only once the
+ * line is whole, so without its own deadline such a connection held its
+ * slot forever. It is closed at request_timeout_ms; a kept-alive
+ * connection, though, may idle longer than that before its next request. */
+Test(errors, a_request_line_that_takes_too_long_is_closed)
+{
+    struct gwp g;
+    gwp_start_ok(&g, "{\"limits\": {\"request_timeout_ms\": 500}}");
+    int fd = test_connect(g.port, NULL, 0);
+    cr_assert_geq(fd, 0);
+    const char *line = "GET /hello/a-very-long-way-to-go HTTP/1.1\r\n";
+    long t0 = ms_now(), took = -1;
+    for (size_t i = 0; i < strlen(line) && ms_now() - t0 < 10000; i++) {
+        if (send(fd, line + i, 1, MSG_NOSIGNAL) != 1) {
+            took = ms_now() - t0;
+            break;
+        }
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (poll(&p, 1, 200) > 0) {
+            char buf[256];
+            if (recv(fd, buf, sizeof(buf), 0) <= 0) {
+                took = ms_now() - t0;
+                break;
+            }
+        }
+    }
+    close(fd);
+    cr_expect(took >= 0 && took < 3000, "closed after %ld ms (-1: never)", took);
+
+    /* Idle between requests: not the request line's deadline. */
+    fd = test_connect(g.port, NULL, 0);
+    cr_assert_geq(fd, 0);
+    const char *req = "GET /hello/again HTTP/1.1\r\nHost: x\r\n\r\n";
+    send_all(fd, req, strlen(req));
+    char *out = read_until(fd, "hello again\n", 3000);
+    cr_expect_not_null(strstr(out, "hello again\n"), "%s", out);
+    free(out);
+    usleep(1200 * 1000);
+    send_all(fd, req, strlen(req));
+    out = read_until(fd, "hello again\n", 3000);
+    cr_expect_not_null(strstr(out, "hello again\n"), "kept alive past request_timeout_ms: %s", out);
+    free(out);
+    close(fd);
+    gwp_finish(&g);
+}
+
 Test(errors, a_request_head_that_takes_too_long_gets_408)
 {
     struct gwp g;

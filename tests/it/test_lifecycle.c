@@ -1069,6 +1069,35 @@ Test(lifecycle, module_mode_help_prints_the_usage_and_exits_0)
     free(out);
 }
 
+/* Usage errors in module mode say what is wrong and exit 100: an unknown
+ * flag at the end is unknown (not "missing a value"), and a malformed
+ * address is a usage error, not a failure to listen (111). */
+Test(lifecycle, module_mode_usage_errors_say_what_is_wrong)
+{
+    static const struct {
+        const char *extra[3];
+        const char *needle;
+    } cases[] = {
+        { { "--listen", "127.0.0.1:0", "--extra" }, "unknown argument: --extra" },
+        { { "--listen", "bogus", NULL }, "--listen: expected HOST:PORT" },
+        { { "--listen", "127.0.0.1:99999", NULL }, "--listen: expected HOST:PORT" },
+        { { "--listen", NULL, NULL }, "missing value after: --listen" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        const char *argv[8] = { MODGATE_BIN, "--module", "hello" };
+        size_t n = 3;
+        for (size_t k = 0; k < 3 && cases[i].extra[k] != NULL; k++)
+            argv[n++] = cases[i].extra[k];
+        argv[n] = NULL;
+        char *out;
+        int status = run(argv, &out);
+        cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 100, "case %zu: status %d: %s", i,
+                  status, out);
+        cr_expect_not_null(strstr(out, cases[i].needle), "case %zu: %s", i, out);
+        free(out);
+    }
+}
+
 /* Numbers given on the command line or in the environment are digits, or
  * refused: not read as far as they go ("2x" as 2, "abc" as 0). */
 Test(lifecycle, numeric_arguments_are_digits_or_refused)

@@ -131,6 +131,17 @@ Test(sdk, captures_are_percent_decoded)
     expect_text("/sdk/cap/100%25%/%zz%4", 200, "a=[100%%] b=[%zz%4] none=(null)\n");
 }
 
+/* A NUL would hide the rest of a capture from a handler reading a C
+ * string ("/files/a%00.txt" opening "a"): refused, as nginx does. */
+Test(sdk, a_capture_with_an_encoded_nul_is_a_400)
+{
+    struct http_resp r;
+    get_error("/sdk/cap/adm%00junk/x", 400, "the path holds an encoded NUL (%00)", &r);
+    http_free(&r);
+    get_error("/sdk/wild/a/b%00c", 400, "the path holds an encoded NUL (%00)", &r);
+    http_free(&r);
+}
+
 Test(sdk, a_literal_segment_beats_a_capture)
 {
     /* /sdk/cap/fixed/{b} is declared after /sdk/cap/{a}/{b}. */

@@ -345,6 +345,9 @@ Test(websocket, module_going_away_closes_the_client_side)
     const char *head = ws_open(&w, g.port, "/echo/ws");
     cr_assert_eq(strncmp(head, "HTTP/1.1 101", 12), 0, "%s", head);
     kill(gwp_module_pid(&g, "echo"), SIGKILL);
+    char got[256];
+    size_t n;
+    cr_expect_eq(ws_recv(&w, got, &n), 8, "the gateway's close frame (1011) first");
     cr_expect(closed_by_peer(&w, 3000), "the client's connection ends too");
     close(w.fd);
     gwp_finish(&g);
@@ -438,6 +441,7 @@ Test(websocket, a_silent_tunnel_is_closed_after_the_idle_timeout)
         ws_send(&w, 1, "k", 1);
         cr_assert_eq(ws_recv(&w, got, &n), 1);
     }
+    cr_expect_eq(ws_recv(&w, got, &n), 8, "the gateway's close frame (1001) first");
     cr_expect(closed_by_peer(&w, 3000), "closed once silent");
     close(w.fd);
     gwp_finish(&g);
@@ -805,6 +809,47 @@ Test(websocket, a_close_is_answered_with_its_code)
     gwp_finish(&g);
 }
 
+/* A tunnel the gateway ends on its own, it ends as an endpoint does (RFC
+ * 6455 §7.1.2), with a close frame between the module's frames: 1011 when
+ * the module died, 1001 when the tunnel was idle or the gateway stops. */
+Test(websocket, the_gateway_ends_a_tunnel_with_a_close_frame_of_its_own)
+{
+    struct gwp g;
+    gwp_start_ok(&g, "{\"limits\": {\"stream_idle_timeout_ms\": 400},"
+                 " \"modules\": {\"echo\": {\"stop_timeout_ms\": 300}}}");
+    static struct ws w;
+    char got[256];
+    size_t n;
+
+    const char *head = ws_open(&w, g.port, "/echo/ws");
+    cr_assert_eq(head_status(head), 101, "%s", head);
+    ws_send(&w, 1, "hi", 2);
+    cr_assert_eq(ws_recv(&w, got, &n), 1);
+    pid_t echo = gwp_module_pid(&g, "echo");
+    kill(echo, SIGKILL);
+    cr_assert_eq(ws_recv(&w, got, &n), 8, "a close frame when the module died");
+    cr_expect_eq(close_code(got, n), 1011);
+    cr_expect(n > 2 && memmem(got + 2, n - 2, "module echo was killed by signal 9", 34) != NULL, "%.*s",
+              (int)(n > 2 ? n - 2 : 0), got + 2);
+    cr_expect(closed_by_peer(&w, 5000));
+    close(w.fd);
+
+    for (long t0 = ms_now(); ms_now() - t0 < 5000 && gwp_module_pid(&g, "echo") == echo;)
+        usleep(20 * 1000);
+    cr_assert(gwp_wait_state(&g, "echo", "ready", 5000));
+    head = ws_open(&w, g.port, "/echo/ws");
+    cr_assert_eq(head_status(head), 101, "%s", head);
+    expect_close(&w, 1001, "idle");
+
+    head = ws_open(&w, g.port, "/echo/ws");
+    cr_assert_eq(head_status(head), 101, "%s", head);
+    ws_send(&w, 1, "hi", 2);
+    cr_assert_eq(ws_recv(&w, got, &n), 1);
+    cr_assert_eq(kill(g.pid, SIGTERM), 0);
+    expect_close(&w, 1001, "the gateway stopping");
+    gwp_finish(&g);
+}
+
 /* RFC 6455 §5.5, §7.4.1: a close whose code may not be sent (1005, 1006,
  * 1015, unassigned ones), or with a 1-byte payload, or over 125 bytes, is
  * a protocol error (1002); a reason that is not UTF-8 is 1007. */
@@ -1119,6 +1164,7 @@ Test(websocket, a_session_open_at_shutdown_ends_with_the_gateway)
     ws_send(&w, 1, "x", 1);
     cr_assert_eq(ws_recv(&w, got, &n), 1);
     cr_assert_eq(gwp_stop(&g), 0, "the gateway exits 0");
+    cr_expect_eq(ws_recv(&w, got, &n), 8, "the gateway's close frame (1001) first");
     cr_expect(closed_by_peer(&w, 3000), "the client's connection ended");
     close(w.fd);
     char *log = gwp_log(&g, "echo.log");

@@ -48,7 +48,9 @@ const char *mg_req_path(const mg_req *req);
 /* The raw query string without '?', "" when there is none. */
 const char *mg_req_query_string(const mg_req *req);
 /* The value of capture `{name}` (percent-decoded), or NULL. The trailing
- * wildcard is available as capture "*". */
+ * wildcard is available as capture "*". Decoded, a capture may hold '/'
+ * and "..": check it before using it as a file name. One with an encoded
+ * NUL (%00) never reaches a handler: the request gets a 400. */
 const char *mg_req_param(const mg_req *req, const char *name);
 /* The first value of query argument `name` (decoded), or NULL. */
 const char *mg_req_query(const mg_req *req, const char *name);
