@@ -87,6 +87,10 @@ void mg_res_status(mg_res *res, int status)
 
 int mg_res_header(mg_res *res, const char *name, const char *value)
 {
+    /* Content-Type has one value (RFC 9110 §8.3): setting it again
+     * replaces it, as mg_res_printf does, rather than sending two. */
+    if (strcasecmp(name, "Content-Type") == 0 && mg__http_token(name, strlen(name)))
+        remove_headers(res, "Content-Type");
     return mg__res_add_header(res, name, value);
 }
 
@@ -193,6 +197,12 @@ struct MHD_Response *mg__res_to_mhd(struct mg_res *res, int rc, const mg_req *re
             status = (rc >= 400 && rc <= 599) ? rc : 500;
         res->status = status;
         const char *msg = res->err_msg ? res->err_msg : mg__reason(status);
+        char code[32];
+        if (res->err_msg == NULL && strcmp(msg, "Unknown") == 0) {
+            /* A status without a standard reason (418, 499): its number says more. */
+            snprintf(code, sizeof(code), "error %d", status);
+            msg = code;
+        }
         if (res->err_msg == NULL && status == 500)
             msg = bad_status ? bad : "handler failed";
         return mg__error_response(msg, req);

@@ -1,5 +1,6 @@
 #include "client_conn.h"
 
+#include <poll.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 
@@ -29,15 +30,16 @@ void gw_client_conn_started(struct gw_loop *l, int fd, void **socket_context)
     c->fd = fd;
     c->since_ms = mg__now_ms();
     gw_list_push_back(&l->lines, &c->link);
+    l->nconns++;
 }
 
 void gw_client_conn_closed(struct gw_loop *l, void **socket_context)
 {
-    (void)l;
     struct client_conn *c = *socket_context;
     *socket_context = NULL;
     if (c == NULL)
         return;
+    l->nconns--;
     gw_list_remove(&c->link);
     free(c);
 }
@@ -76,10 +78,43 @@ static uint64_t expire(struct gw_link *list, uint64_t timeout, uint64_t now)
     return UINT64_MAX;
 }
 
+/* At its share of max_connections a loop stops accepting, and a new client
+ * waits in the listen queue. Idle kept-alive connections are the ones to
+ * give way (as nginx reuses them when out of connections): while one
+ * waits, the longest idle goes, after RECLAIM_IDLE_MS at least, so that a
+ * request just sent on it is not cut. The queue is looked at every
+ * RECLAIM_CHECK_MS while the loop is full. */
+#define RECLAIM_IDLE_MS 200
+#define RECLAIM_CHECK_MS 50
+
+static uint64_t reclaim(struct gw_loop *l, uint64_t now)
+{
+    if (l->nconns < l->conn_share || gw_list_empty(&l->kept_lines))
+        return UINT64_MAX;
+    struct client_conn *c = gw_container_of(l->kept_lines.next, struct client_conn, link);
+    uint64_t ripe = c->since_ms + RECLAIM_IDLE_MS;
+    if (ripe > now)
+        return ripe;
+    if (now < l->reclaim_check_ms)
+        return l->reclaim_check_ms;
+    l->reclaim_check_ms = now + RECLAIM_CHECK_MS;
+    /* Another loop with room takes the client itself. */
+    if (atomic_load_explicit(&l->gw->connections, memory_order_relaxed) <
+        l->gw->cfg.limits.max_connections)
+        return l->reclaim_check_ms;
+    struct pollfd p = { .fd = l->gw->listen_fd, .events = POLLIN };
+    if (poll(&p, 1, 0) == 1 && (p.revents & POLLIN)) {
+        gw_list_remove(&c->link);
+        shutdown(c->fd, SHUT_RDWR);
+    }
+    return l->reclaim_check_ms;
+}
+
 uint64_t gw_client_conn_run_timers(struct gw_loop *l, uint64_t now)
 {
     uint64_t timeout = l->gw->cfg.limits.request_timeout_ms;
     uint64_t a = expire(&l->lines, timeout, now);
     uint64_t b = expire(&l->kept_lines, (uint64_t)GW_CLIENT_IDLE_S * 1000 + timeout, now);
-    return a < b ? a : b;
+    uint64_t c = reclaim(l, now);
+    return a < b ? (a < c ? a : c) : (b < c ? b : c);
 }

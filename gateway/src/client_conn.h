@@ -7,6 +7,8 @@
  * connection that has not completed its request line in time is closed:
  * request_timeout_ms from accept, or, on a kept-alive connection, the
  * keep-alive idle time plus request_timeout_ms from its last answer.
+ * And when a loop is at its share of max_connections, an idle kept-alive
+ * connection gives way to a client waiting to connect.
  */
 #ifndef GW_CLIENT_CONN_H
 #define GW_CLIENT_CONN_H

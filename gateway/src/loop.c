@@ -146,6 +146,7 @@ struct gw_loop *gw_loop_new(struct gateway *gw, unsigned index, char *err, size_
      * loops fill unevenly without the total falling short; accept_policy
      * resets the few the rounded-up shares allow over the total. */
     unsigned share = (c->limits.max_connections + gw->nloops - 1) / gw->nloops;
+    l->conn_share = share;
     l->mhd = MHD_start_daemon(
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE | MHD_USE_ERROR_LOG, 0,
         accept_policy, gw,

@@ -47,6 +47,8 @@ struct gw_loop {
 
     struct gw_link lines;         /* connections whose first request line is due (client_conn.c) */
     struct gw_link kept_lines;    /* kept-alive connections awaiting their next request line */
+    unsigned nconns, conn_share;  /* client connections; this loop's share of max_connections */
+    uint64_t reclaim_check_ms;    /* when the listen queue may next be looked at (client_conn.c) */
     struct gw_link requests;      /* every live request */
     struct gw_link heads;         /* request line in, the rest of the head not yet; oldest first */
     struct gw_link hups;          /* clients that hung up before their request was whole */

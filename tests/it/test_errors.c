@@ -239,9 +239,16 @@ Test(errors, over_max_connections_a_client_waits_for_a_free_slot)
     struct gwp g;
     gwp_start_ok(&g, "{\"limits\": {\"max_connections\": 2}}");
     const char *req = "GET /hello/c HTTP/1.1\r\nHost: x\r\n\r\n";
+    /* Busy: each in the middle of a request head (an idle kept-alive
+     * connection would give way, see the next test). */
+    const char *partial = "GET /hello/c HTTP/1.1\r\nHost: x\r\n";
     int held[2];
-    for (int i = 0; i < 2; i++)
-        held[i] = held_connection(g.port, req, "hello c\n");
+    for (int i = 0; i < 2; i++) {
+        held[i] = test_connect(g.port, NULL, 0);
+        cr_assert_geq(held[i], 0);
+        send_all(held[i], partial, strlen(partial));
+        usleep(100 * 1000); /* accepted, one by one */
+    }
     int third = test_connect(g.port, NULL, 0);
     cr_assert_geq(third, 0);
     send_all(third, req, strlen(req));
@@ -263,6 +270,39 @@ Test(errors, over_max_connections_a_client_waits_for_a_free_slot)
         close(fd);
     }
     close(held[1]);
+    gwp_finish(&g);
+}
+
+/* At max_connections, idle kept-alive connections give way to a client
+ * waiting to connect (as nginx's do), rather than hold their slots for the
+ * whole keep-alive time (90 s) while it waits. */
+Test(errors, at_max_connections_an_idle_kept_alive_connection_gives_way)
+{
+    struct gwp g;
+    gwp_start_ok(&g, "{\"limits\": {\"max_connections\": 2}}");
+    const char *req = "GET /hello/c HTTP/1.1\r\nHost: x\r\n\r\n";
+    int held[2];
+    for (int i = 0; i < 2; i++)
+        held[i] = held_connection(g.port, req, "hello c\n");
+    int third = test_connect(g.port, NULL, 0);
+    cr_assert_geq(third, 0);
+    long t0 = ms_now();
+    send_all(third, req, strlen(req));
+    char *out = read_until(third, "hello c\n", 10000);
+    cr_expect_not_null(strstr(out, "hello c\n"), "the newcomer was not served: '%s'", out);
+    cr_expect_lt(ms_now() - t0, 5000, "served after %ld ms", ms_now() - t0);
+    free(out);
+    close(third);
+    /* One of the idle ones was closed for it. */
+    int closed = 0;
+    for (int i = 0; i < 2; i++) {
+        struct pollfd p = { .fd = held[i], .events = POLLIN };
+        char c;
+        if (poll(&p, 1, 1000) == 1 && recv(held[i], &c, 1, 0) <= 0)
+            closed++;
+        close(held[i]);
+    }
+    cr_expect_geq(closed, 1);
     gwp_finish(&g);
 }
 

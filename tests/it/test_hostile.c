@@ -551,12 +551,19 @@ Test(hostile, a_module_crashing_on_every_request_ends_failed_and_comes_back)
         cr_expect_eq(count_zombies(g.pid), 0);
         /* After the first round every loop has its connections made. */
         if (round == 0) {
-            fds0 = count_fds(g.pid);
+            /* Settled: the supervisor opens files for a moment (a log
+             * tail, /proc), which must not count. */
             files0 = count_nonsocket_fds(g.pid);
+            for (int i = 0, prev = -1; i < 20 && files0 != prev; i++) {
+                usleep(50 * 1000);
+                prev = files0;
+                files0 = count_nonsocket_fds(g.pid);
+            }
+            fds0 = count_fds(g.pid);
             before = fd_targets(g.pid);
         }
     }
-    /* Pipes, pidfds and log files must come back to the same number. Sockets vary:
+    /* Pipes, pidfds and log files must come back to no more than before. Sockets vary:
      * a client's connection the gateway has yet to see closed, the pool connection
      * of the other loop to the module's last incarnation, which libcurl drops when
      * it next connects. */
@@ -567,8 +574,8 @@ Test(hostile, a_module_crashing_on_every_request_ends_failed_and_comes_back)
         fds = count_fds(g.pid);
     }
     char *after = fd_targets(g.pid);
-    cr_expect_eq(files, files0, "non-socket descriptors: %d before, %d after\n%s\n%s", files0,
-                 files, before, after);
+    cr_expect_leq(files, files0, "non-socket descriptors: %d before, %d after\n%s\n%s", files0,
+                  files, before, after);
     cr_expect_leq(fds, fds0 + 4, "descriptors: %d before, %d after\n%s\n%s", fds0, fds, before,
                   after);
     free(before);

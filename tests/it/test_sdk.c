@@ -724,6 +724,27 @@ Test(sdk, a_printf_line_reaches_the_log_at_once)
     cr_expect(gwp_wait_log(&g, "sdk.log", "stdout sdk-stdout-1: hi\n", 3000));
 }
 
+Test(sdk, content_type_set_twice_is_sent_once)
+{
+    struct http_resp r;
+    get("/sdk/ctype", NULL, &r);
+    cr_expect_eq(r.status, 200);
+    cr_expect_eq(http_header_count(&r, "Content-Type"), 1);
+    cr_expect_str_eq(http_header(&r, "Content-Type"), "c/d");
+    http_free(&r);
+}
+
+/* A status with no standard reason phrase is named by its number, not
+ * "Unknown". */
+Test(sdk, a_bare_nonstandard_status_names_itself)
+{
+    struct http_resp r;
+    get_error("/sdk/bare?status=418", 418, "error 418", &r);
+    http_free(&r);
+    get_error("/sdk/bare?status=404", 404, "Not Found", &r);
+    http_free(&r);
+}
+
 Test(sdk, the_request_id_is_the_one_the_client_sent)
 {
     const char *hdrs[] = { "X-Request-Id: sdk-trace-7", NULL };

@@ -446,7 +446,11 @@ Test(supervision, nothing_leaks_over_a_thousand_restarts, .timeout = 600)
     int fds1 = count_fds(g.pid), files1 = count_nonsocket_fds(g.pid);
     long rss1 = rss_kb(g.pid);
     cr_expect_leq(fds1, fds0 + 2, "descriptors: %d before, %d after", fds0, fds1);
-    cr_expect_eq(files1, files0, "pipes, pidfds, files: %d before, %d after", files0, files1);
+    for (int i = 0; i < 20 && files1 > files0; i++) { /* one open for a moment */
+        usleep(50 * 1000);
+        files1 = count_nonsocket_fds(g.pid);
+    }
+    cr_expect_leq(files1, files0, "pipes, pidfds, files: %d before, %d after", files0, files1);
     cr_expect_eq(count_zombies(g.pid), 0);
 #if !defined(__SANITIZE_ADDRESS__)
     /* (Under AddressSanitizer freed memory sits in quarantine.) */

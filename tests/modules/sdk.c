@@ -31,6 +31,8 @@
  *                               then cleans up for N ms
  *   GET  /sdk/log?msg=M         mg_log lines
  *   GET  /sdk/stdout?msg=M      a printf line on stdout (the module's log too)
+ *   GET  /sdk/ctype             Content-Type set twice with mg_res_header
+ *   GET  /sdk/bare?status=S     returns S, with no message
  *   GET  /sdk/id                mg_req_id
  *   GET  /sdk/ws/forwarded      WebSocket: sends the X-Forwarded-For it got, as text
  */
@@ -438,6 +440,23 @@ static int stdout_line(mg_req *req, mg_res *res)
     return mg_res_printf(res, 200, "text/plain", "printed\n");
 }
 
+/* Content-Type has one value: the second mg_res_header replaces the first. */
+static int ctype(mg_req *req, mg_res *res)
+{
+    (void)req;
+    mg_res_header(res, "Content-Type", "a/b");
+    mg_res_header(res, "content-type", "c/d");
+    mg_res_body(res, "typed\n", 6);
+    return 0;
+}
+
+/* A status returned without a message. */
+static int bare(mg_req *req, mg_res *res)
+{
+    (void)res;
+    return (int)number(req, "status", 418);
+}
+
 /* mg_req_id: the request id the gateway forwarded. */
 static int id(mg_req *req, mg_res *res)
 {
@@ -475,5 +494,7 @@ MG_MODULE(sdk,
           MG_UPLOAD("POST", "/sdk/upload/linger", upload_linger),
           MG_GET("/sdk/log", log_lines),
           MG_GET("/sdk/stdout", stdout_line),
+          MG_GET("/sdk/ctype", ctype),
+          MG_GET("/sdk/bare", bare),
           MG_GET("/sdk/id", id),
           MG_WS("/sdk/ws/forwarded", ws_forwarded));

@@ -79,8 +79,9 @@ const char *mg_req_id(const mg_req *req);
 /* Status defaults to 200 with an empty body. A status that is not a final
  * HTTP status (200 to 599) makes the answer a 500 error. */
 void mg_res_status(mg_res *res, int status);
-/* Adds a header; repeats are kept in order (several Set-Cookie). Copies.
- * Fails for a name that is not an HTTP token or a value with CR or LF. */
+/* Adds a header; repeats are kept in order (several Set-Cookie), but a
+ * Content-Type replaces the one set before. Copies. Fails for a name that
+ * is not an HTTP token or a value with CR or LF. */
 int mg_res_header(mg_res *res, const char *name, const char *value);
 /* Replaces the body with a copy of `len` bytes. */
 int mg_res_body(mg_res *res, const void *data, size_t len);
