@@ -26,6 +26,24 @@ cmake --build "$tmp/build" -j2 >/dev/null
 
 # 2. pkg-config alone.
 export PKG_CONFIG_PATH=$tmp/prefix/lib/pkgconfig
+# The public header and its route macros compile quietly as pedantic C and
+# as C++ (a C++ module must not get a warning per route under -Wextra).
+cat >"$tmp/every_route.c" <<'EOF_C'
+#include <modgate/module.h>
+static int h(mg_req *q, mg_res *r) { (void)q; return mg_res_printf(r, 200, "text/plain", "x\n"); }
+static int s(mg_req *q, mg_stream *st) { (void)q; (void)st; return 0; }
+static int w(mg_req *q, mg_ws *ws) { (void)q; (void)ws; return 0; }
+static int i(void) { return 0; }
+MG_MODULE(every, MG_GET("/a", h), MG_STREAM_GET("/b", s), MG_UPLOAD("POST", "/c", h),
+          MG_WS("/d", w), MG_HEALTH(h), MG_INIT(i), MG_ANY("/e/*", h));
+EOF_C
+cc -std=c99 -Wall -Wextra -Werror -pedantic $(pkg-config --cflags modgate) -c "$tmp/every_route.c" \
+   -o "$tmp/every_route.o"
+if command -v c++ >/dev/null; then
+    cp "$tmp/every_route.c" "$tmp/every_route.cpp"
+    c++ -std=c++17 -Wall -Wextra -Werror -pedantic $(pkg-config --cflags modgate) \
+        -c "$tmp/every_route.cpp" -o "$tmp/every_route_cpp.o"
+fi
 cc -o "$tmp/pcgw" "$src/tests/install/outside/main.c" "$src/tests/install/outside/greet.c" \
    $(pkg-config --cflags modgate) $(pkg-config --libs modgate)
 

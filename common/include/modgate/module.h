@@ -171,26 +171,30 @@ typedef struct mg_module {
     size_t nroutes;
 } mg_module;
 
-#define MG_ROUTE(m, p, fn)    { .method = (m), .pattern = (p), .unary = (fn), .kind = MG_ROUTE_UNARY }
+/* Every field, in order: valid C and C++ alike, and quiet under -Wextra
+ * (which warns of fields a C++ initializer leaves out). */
+#define MG__ROUTE(m, p, unary, stream, kind, init, ws) \
+    { (m), (p), (unary), (stream), (kind), (init), (ws) }
+#define MG_ROUTE(m, p, fn)    MG__ROUTE(m, p, fn, NULL, MG_ROUTE_UNARY, NULL, NULL)
 #define MG_GET(p, fn)         MG_ROUTE("GET", p, fn)
 #define MG_POST(p, fn)        MG_ROUTE("POST", p, fn)
 #define MG_PUT(p, fn)         MG_ROUTE("PUT", p, fn)
 #define MG_DELETE(p, fn)      MG_ROUTE("DELETE", p, fn)
 #define MG_ANY(p, fn)         MG_ROUTE("*", p, fn)
-#define MG_STREAM(m, p, fn)   { .method = (m), .pattern = (p), .stream = (fn), .kind = MG_ROUTE_STREAM }
+#define MG_STREAM(m, p, fn)   MG__ROUTE(m, p, NULL, fn, MG_ROUTE_STREAM, NULL, NULL)
 #define MG_STREAM_GET(p, fn)  MG_STREAM("GET", p, fn)
 #define MG_STREAM_POST(p, fn) MG_STREAM("POST", p, fn)
 /* A unary handler that reads its request body as it arrives (mg_req_read),
  * started as soon as the headers are in. */
-#define MG_UPLOAD(m, p, fn)   { .method = (m), .pattern = (p), .unary = (fn), .kind = MG_ROUTE_UPLOAD }
+#define MG_UPLOAD(m, p, fn)   MG__ROUTE(m, p, fn, NULL, MG_ROUTE_UPLOAD, NULL, NULL)
 /* A WebSocket endpoint (GET with Upgrade: websocket). */
-#define MG_WS(p, fn)          { .method = "GET", .pattern = (p), .ws = (fn), .kind = MG_ROUTE_WS }
+#define MG_WS(p, fn)          MG__ROUTE("GET", p, NULL, NULL, MG_ROUTE_WS, NULL, fn)
 /* An optional health check run by the gateway's periodic probe, on the same
  * path as requests: return 0 when healthy. A module without one is healthy
  * whenever it answers. */
-#define MG_HEALTH(fn)         { .unary = (fn), .kind = MG_ROUTE_HEALTH }
+#define MG_HEALTH(fn)         MG__ROUTE(NULL, NULL, fn, NULL, MG_ROUTE_HEALTH, NULL, NULL)
 /* Declares the module's start-up hook (see mg_init_fn). */
-#define MG_INIT(fn)           { .kind = MG_ROUTE_INIT, .init = (fn) }
+#define MG_INIT(fn)           MG__ROUTE(NULL, NULL, NULL, NULL, MG_ROUTE_INIT, fn, NULL)
 
 /* Adds a module to the program's registry (called by MG_MODULE before main;
  * `module` must outlive the program). */
@@ -208,7 +212,9 @@ int mg_module_main(int argc, char **argv);
     __attribute__((constructor)) static void mg__register_##name_(void)        \
     {                                                                          \
         mg_module_register(&mg__module_##name_);                              \
-    }
+    }                                                                          \
+    /* takes the ';' after MG_MODULE(...) (pedantic C has no empty one) */     \
+    extern int mg__module_end_##name_
 
 #ifdef __cplusplus
 }
