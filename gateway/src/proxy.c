@@ -42,8 +42,8 @@
 
 #include "accesslog.h"
 #include "admin.h"
-#include "errors.h"
 #include "client_conn.h"
+#include "errors.h"
 #include "head_check.h"
 #include "headers.h"
 #include "logfile.h"
@@ -999,10 +999,7 @@ static void client_address(struct request *r)
     }
 }
 
-/* One pass over the request's headers: their size, and what RFC 9112's
- * framing rules need (how many Host, Content-Length, Transfer-Encoding
- * and Connection headers, whether each name is a token and each value
- * free of CR). */
+/* Several Connection headers: their values joined with commas. */
 static enum MHD_Result join_connection(void *cls, enum MHD_ValueKind kind, const char *k,
                                        const char *v)
 {

@@ -508,13 +508,21 @@ Test(lifecycle, config_errors_name_the_key_and_exit_2)
     free(out);
 }
 
-Test(lifecycle, duplicate_routes_are_a_startup_error_naming_both)
+/* Runs a gateway made of misdeclared test modules, which must refuse to
+ * start (exit 2); what it printed (caller frees). */
+static char *refused_at_startup(const char *bin, const char *log_dir)
 {
-    const char *argv[] = { MODGATE_CONFLICT, "--listen", "127.0.0.1:0", "--admin-listen",
-                           "127.0.0.1:0", "--log-dir", "/tmp/mgt-conflict-logs", NULL };
+    const char *argv[] = { bin, "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+                           "--log-dir", log_dir, NULL };
     char *out;
     int status = run(argv, &out);
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 2, "status %d: %s", status, out);
+    return out;
+}
+
+Test(lifecycle, duplicate_routes_are_a_startup_error_naming_both)
+{
+    char *out = refused_at_startup(MODGATE_CONFLICT, "/tmp/mgt-conflict-logs");
     cr_expect_not_null(strstr(out, "dup"), "%s", out);
     cr_expect_not_null(strstr(out, "hello"), "%s", out);
     cr_expect_not_null(strstr(out, "/hello/{"), "%s", out);
@@ -526,11 +534,7 @@ Test(lifecycle, duplicate_routes_are_a_startup_error_naming_both)
 
 Test(lifecycle, two_modules_of_one_name_are_a_startup_error_saying_so)
 {
-    const char *argv[] = { MODGATE_SAMENAME, "--listen", "127.0.0.1:0", "--admin-listen",
-                           "127.0.0.1:0", "--log-dir", "/tmp/mgt-samename-logs", NULL };
-    char *out;
-    int status = run(argv, &out);
-    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 2, "status %d: %s", status, out);
+    char *out = refused_at_startup(MODGATE_SAMENAME, "/tmp/mgt-samename-logs");
     cr_expect_not_null(strstr(out, "two modules are named \"hello\""), "%s", out);
     cr_expect_null(strstr(out, "route conflict"), "%s", out);
     free(out);
@@ -540,18 +544,14 @@ Test(lifecycle, two_modules_of_one_name_are_a_startup_error_saying_so)
  * the module at its first request. */
 Test(lifecycle, a_route_without_a_handler_is_a_startup_error)
 {
-    const char *argv[] = { MODGATE_NOHANDLER, "--listen", "127.0.0.1:0", "--admin-listen",
-                           "127.0.0.1:0", "--log-dir", "/tmp/mgt-nohandler-logs", NULL };
-    char *out;
-    int status = run(argv, &out);
-    cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 2, "status %d: %s", status, out);
+    char *out = refused_at_startup(MODGATE_NOHANDLER, "/tmp/mgt-nohandler-logs");
     cr_expect_not_null(strstr(out, "module nohandler: route GET /nohandler has no handler"), "%s",
                        out);
     free(out);
     /* The module alone says the same, with its usage exit code. */
     const char *alone[] = { MODGATE_NOHANDLER, "--module", "nohandler", "--listen",
                             "unix:/tmp/mgt-nohandler.sock", NULL };
-    status = run(alone, &out);
+    int status = run(alone, &out);
     cr_expect(WIFEXITED(status) && WEXITSTATUS(status) == 100, "status %d: %s", status, out);
     cr_expect_not_null(strstr(out, "has no handler"), "%s", out);
     free(out);
