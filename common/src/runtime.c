@@ -167,16 +167,17 @@ static enum MHD_Result route(struct server *srv, struct mg_req *req)
         req->route_error = 405;
         return MHD_YES;
     }
+    if (mg__req_prepare(req, &m) != 0)
+        return MHD_NO;
     /* A capture must not hide part of itself from a handler that reads it
      * as a C string: "/files/a%00.txt" would open "a" (nginx refuses an
-     * encoded NUL in the path too). */
+     * encoded NUL in the path too). Checked after mg__req_prepare, so that
+     * the error carries the request id like any other. */
     for (size_t i = 0; i < m.ncaptures; i++)
         if (mg__percent_holds_nul(req->path + m.captures[i].off, m.captures[i].len)) {
             req->route_error = 400;
             return MHD_YES;
         }
-    if (mg__req_prepare(req, &m) != 0)
-        return MHD_NO;
     req->route = m.data;
     if (req->route->kind == MG_ROUTE_UPLOAD &&
         mg__upload_start(req, req->route->unary, srv->max_body) != 0) {

@@ -206,6 +206,9 @@ static enum MHD_Result send_error(struct MHD_Connection *c, int status, const ch
     return send_error_with(c, status, cause, msg, module, NULL, NULL);
 }
 
+/* The largest request body the admin listener reads (and drops). */
+#define ADMIN_BODY_MAX (1024 * 1024ULL)
+
 /* The most lines /-/modules/NAME/log returns; a larger count is read as
  * this one (it means "all", within reason), not refused. */
 #define LOG_LINES_MAX 100000UL
@@ -373,18 +376,20 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     (void)upload_data;
     if (*con_cls == NULL) {
         *con_cls = (void *)1;
-        /* The same framing rules as the public listener, and no body at
-         * all: no admin request takes one, and one refused at once (an
-         * answer queued now closes the connection) cannot be read as a
-         * request of its own. */
+        /* The same framing rules as the public listener: a request whose
+         * body could be framed two ways is refused at once (an answer
+         * queued now closes the connection), so that no part of it is
+         * read as a request of its own. A well-framed body (a client
+         * that always sends "{}") is read and dropped: no admin request
+         * uses one, and one announced over ADMIN_BODY_MAX is refused. */
         struct gw_head_scan h = { 0 };
         gw_head_scan(c, &h);
         int status;
         const char *cause;
         bool absolute = strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0;
         const char *why = gw_head_problem(&h, version, absolute, &status, &cause);
-        if (why == NULL && gw_head_has_body(&h)) {
-            why = "admin requests take no body";
+        if (why == NULL && h.lengths > 0 && strtoull(h.length, NULL, 10) > ADMIN_BODY_MAX) {
+            why = "an admin request body is 1 MiB at most";
             status = 413;
             cause = "too_large";
         }

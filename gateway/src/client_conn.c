@@ -1,6 +1,7 @@
 #include "client_conn.h"
 
 #include <poll.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <sys/socket.h>
 
@@ -12,6 +13,7 @@ struct client_conn {
     struct gw_link link; /* on l->lines or l->kept_lines, oldest first */
     uint64_t since_ms;
     int fd;
+    bool first;          /* no request line yet: on l->lines */
 };
 
 static struct client_conn *of(struct MHD_Connection *conn)
@@ -29,6 +31,7 @@ void gw_client_conn_started(struct gw_loop *l, int fd, void **socket_context)
         return; /* untimed, as before: libmicrohttpd's idle timeout still runs */
     c->fd = fd;
     c->since_ms = mg__now_ms();
+    c->first = true;
     gw_list_push_back(&l->lines, &c->link);
     l->nconns++;
 }
@@ -44,12 +47,18 @@ void gw_client_conn_closed(struct gw_loop *l, void **socket_context)
     free(c);
 }
 
-void gw_client_conn_line_done(struct gw_loop *l, struct MHD_Connection *conn)
+uint64_t gw_client_conn_line_done(struct gw_loop *l, struct MHD_Connection *conn)
 {
     (void)l;
     struct client_conn *c = of(conn);
-    if (c != NULL)
-        gw_list_remove(&c->link);
+    if (c == NULL)
+        return 0;
+    /* A first request's head counts from the accept, as its line did; a
+     * kept-alive connection's idle time before it does not count. */
+    uint64_t since = c->link.prev != NULL && c->first ? c->since_ms : 0;
+    c->first = false;
+    gw_list_remove(&c->link);
+    return since;
 }
 
 void gw_client_conn_request_done(struct gw_loop *l, struct MHD_Connection *conn)

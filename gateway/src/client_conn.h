@@ -21,8 +21,10 @@ struct gw_loop;
 /* libmicrohttpd's connection notifications (NOTIFY_CONNECTION). */
 void gw_client_conn_started(struct gw_loop *l, int fd, void **socket_context);
 void gw_client_conn_closed(struct gw_loop *l, void **socket_context);
-/* A request line has come whole (the URI callback). */
-void gw_client_conn_line_done(struct gw_loop *l, struct MHD_Connection *conn);
+/* A request line has come whole (the URI callback). Returns when the
+ * connection's first request began (its accept, in ms) for the head's own
+ * timeout to count from, or 0 for a later request (count from now). */
+uint64_t gw_client_conn_line_done(struct gw_loop *l, struct MHD_Connection *conn);
 /* A request has ended; the connection may wait for another. */
 void gw_client_conn_request_done(struct gw_loop *l, struct MHD_Connection *conn);
 /* Closes connections past their deadline; the next deadline (ms), or

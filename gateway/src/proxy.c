@@ -946,7 +946,7 @@ static enum MHD_Result queue_answer(struct request *r)
 void *gw_proxy_on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     struct gw_loop *l = cls;
-    gw_client_conn_line_done(l, conn);
+    uint64_t head_since = gw_client_conn_line_done(l, conn);
     struct request *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return NULL;
@@ -970,8 +970,16 @@ void *gw_proxy_on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     r->start_us = mg__now_us();
     mg__buf_init(&r->resp_hdrs, (size_t)l->gw->cfg.limits.max_header_bytes * 4 + 65536);
     gw_list_push_back(&l->requests, &r->link_all);
-    r->timer_at_ms = r->start_us / 1000;
-    gw_list_push_back(&l->heads, &r->link_timer);
+    /* One timeout for the whole head, request line included (nginx's
+     * client_header_timeout), not one for each. */
+    r->timer_at_ms = head_since != 0 ? head_since : r->start_us / 1000;
+    /* In deadline order (an earlier start goes before later ones): the
+     * list's first entry is always the next to expire. */
+    struct gw_link *after = l->heads.prev;
+    while (after != &l->heads &&
+           gw_container_of(after, struct request, link_timer)->timer_at_ms > r->timer_at_ms)
+        after = after->prev;
+    gw_list_push_back(after->next, &r->link_timer);
     l->nrequests++;
     return r;
 }

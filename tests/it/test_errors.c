@@ -469,8 +469,9 @@ Test(errors, error_bodies_stay_valid_json_whatever_the_path_holds)
     gwp_finish(&g);
 }
 
-/* The admin listener frames requests by the same rules, and takes no body:
- * a request hidden in one must not run (here, a restart of hello). */
+/* The admin listener frames requests by the same rules: a request hidden
+ * in a body must not run (here, a restart of hello). A well-framed body is
+ * read and dropped, and a client that always sends one ("{}") is served. */
 Test(errors, the_admin_listener_refuses_what_could_hide_a_request)
 {
     struct gwp g;
@@ -483,7 +484,7 @@ Test(errors, the_admin_listener_refuses_what_could_hide_a_request)
         "Content-Length: 0\r\nContent-Length: %zu\r\n\r\n",
         "Content-Length: %zu\r\nTransfer-Encoding: chunked\r\n\r\n",
         "Content-Length:\r\n %zu\r\n\r\n",
-        "Content-Length: %zu\r\n\r\n",
+        "Content-Length: %zu\r\n\r\n", /* framed right: dropped, the 404 of nothere */
     };
     for (size_t i = 0; i < sizeof(heads) / sizeof(heads[0]); i++) {
         int n = snprintf(req, sizeof(req), "POST /-/modules/nothere/restart HTTP/1.1\r\nHost: x\r\n");
@@ -491,13 +492,35 @@ Test(errors, the_admin_listener_refuses_what_could_hide_a_request)
         n += snprintf(req + n, sizeof(req) - (size_t)n, "%s", body);
         size_t len;
         char *out = raw_exchange(g.admin_port, NULL, req, (size_t)n, 3000, &len);
-        cr_expect(strncmp(out, "HTTP/1.1 400 ", 13) == 0 || strncmp(out, "HTTP/1.1 413 ", 13) == 0,
-                  "case %zu: %.200s", i, out);
+        const char *want = i + 1 < sizeof(heads) / sizeof(heads[0]) ? "HTTP/1.1 400 "
+                                                                     : "HTTP/1.1 404 ";
+        cr_expect_eq(strncmp(out, want, 13), 0, "case %zu: %.200s", i, out);
         cr_expect_not_null(strstr(out, "\r\n\r\n{\"error\": "), "case %zu: %s", i, out);
         cr_expect_null(strstr(out, "202 Accepted"), "case %zu: the hidden restart ran: %s", i, out);
         free(out);
     }
     cr_expect_eq(gwp_module_int(&g, "hello", "incarnation"), 1, "hello was not restarted");
+    /* Bodies a restart does not need, framed right: still a 202. */
+    const char *with_body[] = {
+        "POST /-/modules/hello/restart HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: 2\r\nConnection: close\r\n\r\n{}",
+        "POST /-/modules/hello/restart HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        "Connection: close\r\n\r\n0\r\n\r\n",
+    };
+    for (size_t i = 0; i < 2; i++) {
+        size_t len;
+        char *out = raw_exchange(g.admin_port, NULL, with_body[i], strlen(with_body[i]), 3000, &len);
+        cr_expect_eq(strncmp(out, "HTTP/1.1 202 ", 13), 0, "body %zu: %.200s", i, out);
+        free(out);
+        cr_assert(gwp_wait_state(&g, "hello", "ready", 5000));
+    }
+    /* One announced over the cap is refused before it is read. */
+    const char *huge = "POST /-/modules/hello/restart HTTP/1.1\r\nHost: x\r\n"
+                       "Content-Length: 2000000\r\n\r\n";
+    size_t len;
+    char *out = raw_exchange(g.admin_port, NULL, huge, strlen(huge), 3000, &len);
+    cr_expect_eq(strncmp(out, "HTTP/1.1 413 ", 13), 0, "%.200s", out);
+    free(out);
     gwp_finish(&g);
 }
 
@@ -596,6 +619,33 @@ Test(errors, a_request_line_that_takes_too_long_is_closed)
     }
     close(fd);
     cr_expect(took >= 0 && took < 3000, "closed after %ld ms (-1: never)", took);
+
+    /* One deadline for the whole head, line included: a line that took
+     * most of it leaves the headers only the rest (not a new 500 ms). */
+    fd = test_connect(g.port, NULL, 0);
+    cr_assert_geq(fd, 0);
+    /* The line whole at 300 ms, the head at 700 ms: past 500 ms from the
+     * accept, though within 500 ms of the line. */
+    const char *pieces[] = { "GET /hello/x HT", "TP/1.1\r\n", "Host: x\r\n", "X-A: 1\r\n\r\n" };
+    const int pause_ms[] = { 300, 200, 200, 0 };
+    char out_head[512] = "";
+    size_t got = 0;
+    t0 = ms_now();
+    for (size_t i = 0; i < 4; i++) {
+        (void)send(fd, pieces[i], strlen(pieces[i]), MSG_NOSIGNAL);
+        usleep((useconds_t)pause_ms[i] * 1000);
+    }
+    struct pollfd pw = { .fd = fd, .events = POLLIN };
+    while (got < sizeof(out_head) - 1 && poll(&pw, 1, 2000) > 0) {
+        ssize_t n = recv(fd, out_head + got, sizeof(out_head) - 1 - got, 0);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    out_head[got] = '\0';
+    close(fd);
+    cr_expect_eq(strncmp(out_head, "HTTP/1.1 408 ", 13), 0, "a head of %ld ms: %s",
+                 ms_now() - t0, out_head);
 
     /* Idle between requests: not the request line's deadline. */
     fd = test_connect(g.port, NULL, 0);

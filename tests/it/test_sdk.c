@@ -137,6 +137,11 @@ Test(sdk, a_capture_with_an_encoded_nul_is_a_400)
 {
     struct http_resp r;
     get_error("/sdk/cap/adm%00junk/x", 400, "the path holds an encoded NUL (%00)", &r);
+    json_t *j = json_loads(r.body, 0, NULL);
+    const char *rid = json_string_value(json_object_get(j, "request_id"));
+    cr_expect(rid != NULL && strcmp(rid, http_header(&r, "X-Request-Id")) == 0,
+              "the request id, as in every error: %s", r.body);
+    json_decref(j);
     http_free(&r);
     get_error("/sdk/wild/a/b%00c", 400, "the path holds an encoded NUL (%00)", &r);
     http_free(&r);

@@ -204,6 +204,9 @@ void mg_module_register(const mg_module *module);
  * HOST:PORT|unix:PATH` command lines; returns the process exit code. */
 int mg_module_main(int argc, char **argv);
 
+/* Declares the module `name_` with its routes, once per module, at file
+ * scope, as a declaration: `MG_MODULE(hello, MG_GET(...), ...);`, the ';'
+ * included (it is required: the form without it no longer compiles). */
 #define MG_MODULE(name_, ...)                                                  \
     static const mg_route mg__routes_##name_[] = { __VA_ARGS__ };             \
     static const mg_module mg__module_##name_ = {                             \
