@@ -22,6 +22,7 @@
 
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 #define MAX_MESSAGE (16u << 20) /* larger messages close the session (1009) */
+#define CLOSE_WAIT_MS 5000       /* for the peer's close frame, after ours */
 
 /* Sec-WebSocket-Accept for `key` (RFC 6455 §4.2.2). */
 #define WS_ACCEPT_LEN BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE)
@@ -113,14 +114,16 @@ struct mg_ws {
     size_t msg_len, msg_cap;
 };
 
-static int wait_fd(int fd, short events)
+/* Waits for `events` on fd, up to timeout_ms (-1: no limit); 0, or -1 on
+ * an error or at the timeout. */
+static int wait_fd(int fd, short events, int timeout_ms)
 {
     struct pollfd p = { .fd = fd, .events = events };
     for (;;) {
-        int n = poll(&p, 1, -1);
+        int n = poll(&p, 1, timeout_ms);
         if (n > 0)
             return (p.revents & (POLLERR | POLLNVAL)) ? -1 : 0;
-        if (n < 0 && errno != EINTR)
+        if (n == 0 || errno != EINTR)
             return -1;
     }
 }
@@ -136,7 +139,7 @@ static int send_all(mg_ws *ws, const struct iovec *iov, int n)
         if (w < 0) {
             if (errno == EINTR)
                 continue;
-            if ((errno == EAGAIN || errno == EWOULDBLOCK) && wait_fd(ws->fd, POLLOUT) == 0)
+            if ((errno == EAGAIN || errno == EWOULDBLOCK) && wait_fd(ws->fd, POLLOUT, -1) == 0)
                 continue;
             return -1;
         }
@@ -201,7 +204,11 @@ static int need(mg_ws *ws, size_t n)
         }
         if (r < 0 && errno == EINTR)
             continue;
-        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) && wait_fd(ws->fd, POLLIN) == 0)
+        /* Once our close frame is out, the peer's answer is waited for
+         * CLOSE_WAIT_MS at most (RFC 6455 §7.1.1: then the connection
+         * is closed), not for as long as the tunnel may idle. */
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) &&
+            wait_fd(ws->fd, POLLIN, ws->closed ? CLOSE_WAIT_MS : -1) == 0)
             continue;
         return -1;
     }

@@ -850,6 +850,33 @@ Test(websocket, the_gateway_ends_a_tunnel_with_a_close_frame_of_its_own)
     gwp_finish(&g);
 }
 
+/* A module that closes first waits for the client's close frame a few
+ * seconds (RFC 6455 §7.1.1), not for as long as the tunnel may idle: a
+ * client that never answers does not hold the session, nor its threads. */
+Test(websocket, a_close_the_client_never_answers_ends_the_session_soon)
+{
+    struct gwp g;
+    cr_assert_eq(gwp_start_bin(&g, MODGATE_SDKGW, NULL, NULL), 0, "%s", g.out);
+    static struct ws w;
+    const char *head = ws_open_with(&w, g.port, "/sdk/ws/close_first", GOOD_HEADERS);
+    cr_assert_eq(head_status(head), 101, "%s", head);
+    static char got[256];
+    size_t n;
+    long t0 = ms_now();
+    cr_assert_eq(ws_recv(&w, got, &n), 8, "the module's close");
+    cr_expect_eq(close_code(got, n), 1000);
+    /* No answer from us: the module gives up after its wait. */
+    cr_expect(closed_by_peer(&w, 15000), "the session did not end");
+    long took = ms_now() - t0;
+    cr_expect_lt(took, 12000, "ended after %ld ms", took);
+    close(w.fd);
+    bool logged = gwp_wait_log(&g, "sdk.log", "ws close_first ws-1: the session ended", 3000);
+    char *log = gwp_log(&g, "sdk.log");
+    cr_expect(logged, "%s", log);
+    free(log);
+    gwp_finish(&g);
+}
+
 /* RFC 6455 §5.5, §7.4.1: a close whose code may not be sent (1005, 1006,
  * 1015, unassigned ones), or with a 1-byte payload, or over 125 bytes, is
  * a protocol error (1002); a reason that is not UTF-8 is 1007. */

@@ -35,6 +35,7 @@
  *   GET  /sdk/bare?status=S     returns S, with no message
  *   GET  /sdk/id                mg_req_id
  *   GET  /sdk/ws/forwarded      WebSocket: sends the X-Forwarded-For it got, as text
+ *   GET  /sdk/ws/close_first    WebSocket: closes first, then reads until the session ends
  */
 #include <modgate/module.h>
 
@@ -63,6 +64,13 @@ static uint64_t fnv(uint64_t h, const void *data, size_t len)
     for (size_t i = 0; i < len; i++)
         h = (h ^ p[i]) * 0x100000001b3ull;
     return h;
+}
+
+static uint64_t monotonic_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
 }
 
 static long number(mg_req *req, const char *name, long dflt)
@@ -464,6 +472,21 @@ static int id(mg_req *req, mg_res *res)
 }
 
 /* The X-Forwarded-For a WebSocket handshake brought, as the first message. */
+/* Closes first, then waits for the client's close frame, which may never
+ * come: the wait must end by itself. */
+static int ws_close_first(mg_req *req, mg_ws *ws)
+{
+    uint64_t t0 = monotonic_ms();
+    mg_ws_close(ws, 1000, "bye");
+    const void *data;
+    int type;
+    while (mg_ws_recv(ws, &data, &type) >= 0)
+        ;
+    mg_log(MG_LOG_INFO, "ws close_first %s: the session ended after %llu ms", mg_req_id(req),
+           (unsigned long long)(monotonic_ms() - t0));
+    return 0;
+}
+
 static int ws_forwarded(mg_req *req, mg_ws *ws)
 {
     const char *xff = mg_req_header(req, "X-Forwarded-For");
@@ -497,4 +520,5 @@ MG_MODULE(sdk,
           MG_GET("/sdk/ctype", ctype),
           MG_GET("/sdk/bare", bare),
           MG_GET("/sdk/id", id),
-          MG_WS("/sdk/ws/forwarded", ws_forwarded));
+          MG_WS("/sdk/ws/forwarded", ws_forwarded),
+          MG_WS("/sdk/ws/close_first", ws_close_first));
