@@ -30,6 +30,9 @@
 
 enum { TAG_MHD = 1, TAG_WAKE = 2, TAG_CURL = 3 }; /* then enum gw_fd_kind */
 
+/* A loop that held this many requests at once trims the heap when idle. */
+#define TRIM_AFTER_REQUESTS 32
+
 /* How long an access-log line may wait in memory. */
 #define ACCESS_LOG_DELAY_MS 100
 
@@ -322,12 +325,17 @@ static void *loop_main(void *arg)
             gw_proxy_module_died(l);
         if (cmds & GW_CMD_PING)
             atomic_fetch_add(&l->heartbeat, 1);
-        /* After a burst (thousands of streams), give the memory back. */
+        /* After a burst (streams, stalled clients), give the memory back
+         * once the loop is idle: glibc keeps a freed heap's pages. At most
+         * once a second, so that a busy loop that empties now and then
+         * does not pay for it on every request. */
         if (l->nrequests > l->peak_requests)
             l->peak_requests = l->nrequests;
-        if (l->nrequests == 0 && l->peak_requests >= 1024) {
+        if (l->nrequests == 0 && l->peak_requests >= TRIM_AFTER_REQUESTS &&
+            now >= l->trimmed_at_ms + 1000) {
             malloc_trim(0);
             l->peak_requests = 0;
+            l->trimmed_at_ms = now;
         }
         if (l->draining) {
             if (l->nrequests == 0) {

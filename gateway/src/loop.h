@@ -58,6 +58,7 @@ struct gw_loop {
     struct gw_link unpauses;      /* transfers to unpause after MHD_run */
     size_t nrequests;
     size_t peak_requests;       /* since the last malloc_trim */
+    uint64_t trimmed_at_ms;     /* when that was */
 
     void **by_fd;               /* client socket -> its current request */
     size_t nby_fd;
