@@ -3,8 +3,9 @@
  * stderr, which the gateway points at the module's log file (O_APPEND), so
  * lines from concurrent handlers never interleave. One call is one line:
  * line breaks and other control characters in the message are written
- * escaped (\n, \r, \xHH), so that text from a request cannot forge lines
- * that a reader, or the gateway's crash report, would take for real ones.
+ * escaped (\n, \r, \xHH; a backslash as \\, a byte that is not UTF-8 as
+ * \xHH), so that text from a request cannot forge lines that a reader, or
+ * the gateway's crash report, would take for real ones.
  */
 #include <modgate/module.h>
 
@@ -21,33 +22,47 @@
 
 static const char *const level_names[] = { "DEBUG", "INFO", "WARN", "ERROR" };
 
-/* Control characters but tab: what could end a line or fool a terminal. */
-static bool is_escaped(unsigned char c)
-{
-    return (c < 0x20 && c != '\t') || c == 0x7f;
-}
-
-/* Copies line[0, len) to out, the message part (from `from`) with its
- * control characters escaped; the new length. out has room for 3 more
- * bytes per control character. */
-static size_t escape_controls(char *out, const char *line, size_t from, size_t len)
+/* Writes line[from, len) to out (if not NULL) with what could end a line,
+ * fool a terminal or be read as an escape escaped: control characters
+ * but tab (\n, \r, \xHH), the backslash (\\), and bytes that are not
+ * UTF-8 (\xHH, so that the log stays text). Returns the length written. */
+static size_t escape_message(char *out, const char *line, size_t from, size_t len)
 {
     static const char hex[] = "0123456789abcdef";
-    memcpy(out, line, from);
-    size_t o = from;
-    for (size_t i = from; i < len; i++) {
+    size_t o = 0;
+    for (size_t i = from; i < len;) {
         unsigned char c = (unsigned char)line[i];
-        if (!is_escaped(c)) {
-            out[o++] = (char)c;
-        } else if (c == '\n' || c == '\r') {
-            out[o++] = '\\';
-            out[o++] = c == '\n' ? 'n' : 'r';
-        } else {
-            out[o++] = '\\';
-            out[o++] = 'x';
-            out[o++] = hex[c >> 4];
-            out[o++] = hex[c & 15];
+        size_t seq = c < 0x80 ? 1 : mg__utf8_seq_len((const unsigned char *)line + i, len - i);
+        char esc[4];
+        size_t n;
+        if (seq > 1) {
+            if (out != NULL)
+                memcpy(out + o, line + i, seq);
+            o += seq;
+            i += seq;
+            continue;
         }
+        if (seq == 1 && c >= 0x20 && c != 0x7f && c != '\\') {
+            esc[0] = (char)c;
+            n = 1;
+        } else if (c == '\t') {
+            esc[0] = '\t';
+            n = 1;
+        } else if (c == '\n' || c == '\r' || c == '\\') {
+            esc[0] = '\\';
+            esc[1] = c == '\n' ? 'n' : c == '\r' ? 'r' : '\\';
+            n = 2;
+        } else {
+            esc[0] = '\\';
+            esc[1] = 'x';
+            esc[2] = hex[c >> 4];
+            esc[3] = hex[c & 15];
+            n = 4;
+        }
+        if (out != NULL)
+            memcpy(out + o, esc, n);
+        o += n;
+        i++;
     }
     return o;
 }
@@ -105,21 +120,20 @@ void mg_vlog(enum mg_log_level level, const char *fmt, va_list ap)
     /* A line break ending the message is the line's own. */
     while (len > (size_t)head && (line[len - 1] == '\n' || line[len - 1] == '\r'))
         len--;
-    size_t controls = 0;
-    for (size_t i = (size_t)head; i < len; i++)
-        controls += is_escaped((unsigned char)line[i]);
-    if (controls > 0) {
-        char *escaped = malloc(len + 3 * controls + 2);
+    size_t message = escape_message(NULL, line, (size_t)head, len);
+    if (message != len - (size_t)head) {
+        char *escaped = malloc((size_t)head + message + 2);
         if (escaped == NULL) {
             if (line != small)
                 free(line);
             return;
         }
-        size_t out = escape_controls(escaped, line, (size_t)head, len);
+        memcpy(escaped, line, (size_t)head);
+        escape_message(escaped + head, line, (size_t)head, len);
         if (line != small)
             free(line);
         line = escaped;
-        len = out;
+        len = (size_t)head + message;
     }
     line[len++] = '\n';
     for (size_t off = 0; off < len;) {

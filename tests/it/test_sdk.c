@@ -700,7 +700,8 @@ Test(sdk, a_log_message_with_line_breaks_stays_one_line)
 {
     const char *hdrs[] = { "X-Request-Id: sdk-log-2", NULL };
     struct http_resp r;
-    get("/sdk/log?msg=one%0Atwo%0D%0A2026-01-01T00:00:00.000Z%20ERROR%20sdk:%20forged%1B",
+    get("/sdk/log?msg=one%0Atwo%0D%0A2026-01-01T00:00:00.000Z%20ERROR%20sdk:%20forged"
+        "%1B%5Cn%FF%C3%A9",
         hdrs, &r);
     cr_expect_eq(r.status, 200);
     http_free(&r);
@@ -710,7 +711,7 @@ Test(sdk, a_log_message_with_line_breaks_stays_one_line)
     cr_expect_not_null(line, "%s", log);
     if (line != NULL)
         cr_expect_not_null(strstr(line, "info one\\ntwo\\r\\n2026-01-01T00:00:00.000Z ERROR "
-                                        "sdk: forged\\x1b"),
+                                        "sdk: forged\\x1b\\\\n\\xff\xc3\xa9"),
                            "%s", line);
     free(line);
     cr_expect_null(strstr(log, "\n2026-01-01T00:00:00.000Z ERROR sdk: forged"), "%s", log);

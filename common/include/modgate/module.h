@@ -121,7 +121,8 @@ enum mg_log_level { MG_LOG_DEBUG, MG_LOG_INFO, MG_LOG_WARN, MG_LOG_ERROR };
 
 /* Writes one timestamped line to the module's log (its stderr). One call is
  * one line: line breaks and other control characters in the message are
- * written escaped (\n, \r, \xHH), so request data cannot forge lines. */
+ * written escaped (\n, \r, \xHH; a backslash as \\, a byte that is not
+ * UTF-8 as \xHH), so request data cannot forge lines. */
 void mg_log(enum mg_log_level level, const char *fmt, ...) MG_PRINTF(2, 3);
 void mg_vlog(enum mg_log_level level, const char *fmt, va_list ap);
 
