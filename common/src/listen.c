@@ -80,8 +80,11 @@ static int listen_unix(const char *path, char *err, size_t errlen)
         /* A stale socket of an earlier run is replaced; one a live server
          * still accepts on is not taken from it (its clients would be
          * cut off, and its path deleted when either of us exits). */
-        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-        bool live = probe >= 0 && connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0;
+        /* Non-blocking: a live server whose listen queue is full refuses
+         * at once (EAGAIN) instead of holding us; live all the same. */
+        int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+        bool live = probe >= 0 && (connect(probe, (struct sockaddr *)&sa, sizeof(sa)) == 0 ||
+                                   errno == EAGAIN);
         if (probe >= 0)
             close(probe);
         if (live) {

@@ -63,41 +63,43 @@ int mg_module_main(int argc, char **argv)
         const char *a = argv[i];
         const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
         size_t alen = eq ? (size_t)(eq - a) : strlen(a);
-        static const char *const known[] = { "--module", "--listen", "--log-file", "--ready-fd",
-                                             "--parent-pid", "--max-body-bytes",
-                                             "--incarnation" };
-        bool is_known = false;
-        for (size_t k = 0; k < sizeof(known) / sizeof(known[0]) && !is_known; k++)
-            is_known = is_opt(a, alen, known[k]);
-        if (!is_known) {
+        enum { MODULE, LISTEN, LOG_FILE, READY_FD, PARENT_PID, MAX_BODY, INCARNATION, NOPTS };
+        static const char *const names[NOPTS] = { "--module", "--listen", "--log-file",
+                                                  "--ready-fd", "--parent-pid",
+                                                  "--max-body-bytes", "--incarnation" };
+        int opt = 0;
+        while (opt < NOPTS && !is_opt(a, alen, names[opt]))
+            opt++;
+        if (opt == NOPTS) {
             bad = a;
             why = "unknown argument";
             break;
         }
         const char *v = eq ? eq + 1 : i + 1 < argc ? argv[++i] : NULL;
-        unsigned long long n;
+        unsigned long long n = 0;
         if (v == NULL || v[0] == '\0') {
             bad = a;
             why = v == NULL ? "missing value after" : "empty value for";
             break;
         }
-        if (is_opt(a, alen, "--module"))
-            name = v;
-        else if (is_opt(a, alen, "--listen"))
-            o.listen = v;
-        else if (is_opt(a, alen, "--log-file"))
-            o.log_path = v;
-        else if (is_opt(a, alen, "--ready-fd") && mg__parse_ulong(v, 1 << 20, &n) == 0)
-            o.ready_fd = (int)n;
-        else if (is_opt(a, alen, "--parent-pid") && mg__parse_ulong(v, 1u << 30, &n) == 0)
-            o.parent_pid = (pid_t)n;
-        else if (is_opt(a, alen, "--max-body-bytes") && mg__parse_ulong(v, SIZE_MAX / 2, &n) == 0)
-            o.max_body = (size_t)n;
-        else if (is_opt(a, alen, "--incarnation") && mg__parse_ulong(v, UINT32_MAX, &n) == 0)
-            incarnation = n;
-        else {
+        /* The largest value of each numeric option (0: not a number). */
+        static const unsigned long long max[NOPTS] = {
+            [READY_FD] = 1 << 20, [PARENT_PID] = 1u << 30, [MAX_BODY] = SIZE_MAX / 2,
+            [INCARNATION] = UINT32_MAX,
+        };
+        if (max[opt] > 0 && mg__parse_ulong(v, max[opt], &n) != 0) {
             bad = a;
             why = "bad argument";
+            break;
+        }
+        switch (opt) {
+        case MODULE: name = v; break;
+        case LISTEN: o.listen = v; break;
+        case LOG_FILE: o.log_path = v; break;
+        case READY_FD: o.ready_fd = (int)n; break;
+        case PARENT_PID: o.parent_pid = (pid_t)n; break;
+        case MAX_BODY: o.max_body = (size_t)n; break;
+        case INCARNATION: incarnation = n; break;
         }
     }
     /* SPEC §5: the module's log names each new incarnation and its pid

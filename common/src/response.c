@@ -65,12 +65,13 @@ int mg__res_set_error(struct mg_res *res, int status, const char *fmt, va_list a
     return -1;
 }
 
-/* Removes every header `name` (any case), keeping the others in order. */
-static void remove_headers(struct mg_res *res, const char *name)
+/* Removes every header `name` (any case) but the last header of all,
+ * keeping the others in order. */
+static void remove_older(struct mg_res *res, const char *name)
 {
-    size_t kept = 0;
-    for (size_t i = 0; i < res->nheaders; i++) {
-        if (strcasecmp(res->headers[i].name, name) == 0) {
+    size_t kept = 0, n = res->nheaders;
+    for (size_t i = 0; i < n; i++) {
+        if (strcasecmp(res->headers[i].name, name) == 0 && i + 1 < n) {
             free((char *)res->headers[i].name);
             free((char *)res->headers[i].value);
         } else {
@@ -88,10 +89,12 @@ void mg_res_status(mg_res *res, int status)
 int mg_res_header(mg_res *res, const char *name, const char *value)
 {
     /* Content-Type has one value (RFC 9110 §8.3): setting it again
-     * replaces it, as mg_res_printf does, rather than sending two. */
-    if (strcasecmp(name, "Content-Type") == 0 && mg__http_token(name, strlen(name)))
-        remove_headers(res, "Content-Type");
-    return mg__res_add_header(res, name, value);
+     * replaces it rather than sending two; one that is refused leaves the
+     * one before. */
+    int rc = mg__res_add_header(res, name, value);
+    if (rc == 0 && strcasecmp(name, "Content-Type") == 0)
+        remove_older(res, "Content-Type");
+    return rc;
 }
 
 int mg_res_body(mg_res *res, const void *data, size_t len)
@@ -104,11 +107,8 @@ int mg_res_printf(mg_res *res, int status, const char *content_type, const char 
 {
     res->status = status;
     /* Sets it: a Content-Type added before, by this call or another, goes. */
-    if (content_type != NULL) {
-        remove_headers(res, "Content-Type");
-        if (mg__res_add_header(res, "Content-Type", content_type) != 0)
-            return -1;
-    }
+    if (content_type != NULL && mg_res_header(res, "Content-Type", content_type) != 0)
+        return -1;
     va_list ap;
     va_start(ap, fmt);
     char *s = NULL;

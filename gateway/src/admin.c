@@ -374,6 +374,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
                                   void **con_cls)
 {
     (void)upload_data;
+    /* An absolute-form target (RFC 9112 §3.2.2: a server must take it,
+     * as the public listener does) names its path after the authority,
+     * which stands in for Host. */
+    size_t skip = strncasecmp(url, "http://", 7) == 0 ? 7 : strncasecmp(url, "https://", 8) == 0 ? 8 : 0;
     if (*con_cls == NULL) {
         *con_cls = (void *)1;
         /* The same framing rules as the public listener: a request whose
@@ -386,8 +390,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         gw_head_scan(c, &h);
         int status;
         const char *cause;
-        bool absolute = strncasecmp(url, "http://", 7) == 0 || strncasecmp(url, "https://", 8) == 0;
-        const char *why = gw_head_problem(&h, version, absolute, &status, &cause);
+        const char *why = gw_head_problem(&h, version, skip > 0, &status, &cause);
         if (why == NULL && h.lengths > 0 && strtoull(h.length, NULL, 10) > ADMIN_BODY_MAX) {
             why = "an admin request body is 1 MiB at most";
             status = 413;
@@ -401,9 +404,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         *upload_data_size = 0;
         return MHD_YES;
     }
-    /* An absolute-form target (RFC 9112 §3.2.2: a server must take it,
-     * as the public listener does) names its path after the authority. */
-    size_t skip = strncasecmp(url, "http://", 7) == 0 ? 7 : strncasecmp(url, "https://", 8) == 0 ? 8 : 0;
     if (skip > 0) {
         const char *path = strchr(url + skip, '/');
         url = path != NULL ? path : "/";

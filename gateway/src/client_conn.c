@@ -55,7 +55,7 @@ uint64_t gw_client_conn_line_done(struct gw_loop *l, struct MHD_Connection *conn
         return 0;
     /* A first request's head counts from the accept, as its line did; a
      * kept-alive connection's idle time before it does not count. */
-    uint64_t since = c->link.prev != NULL && c->first ? c->since_ms : 0;
+    uint64_t since = c->first ? c->since_ms : 0;
     c->first = false;
     gw_list_remove(&c->link);
     return since;

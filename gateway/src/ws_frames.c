@@ -50,15 +50,16 @@ bool gw_ws_track_at_boundary(const struct gw_ws_track *t)
 
 size_t gw_ws_close_frame(uint8_t out[GW_WS_CLOSE_MAX], unsigned code, const char *reason)
 {
-    size_t rlen = strlen(reason);
-    if (rlen > 123) {
-        rlen = 0;
+    size_t len = strlen(reason), rlen = len;
+    if (len > 123) {
         /* Whole characters only: the reason must be UTF-8 (§5.5.1). */
-        for (size_t seq; rlen < 123 &&
-                         (seq = mg__utf8_seq_len((const unsigned char *)reason + rlen,
-                                                 strlen(reason) - rlen)) > 0 &&
-                         rlen + seq <= 123;)
+        rlen = 0;
+        for (;;) {
+            size_t seq = mg__utf8_seq_len((const unsigned char *)reason + rlen, len - rlen);
+            if (seq == 0 || rlen + seq > 123)
+                break;
             rlen += seq;
+        }
     }
     out[0] = 0x88; /* FIN, close */
     out[1] = (uint8_t)(2 + rlen);
