@@ -1090,6 +1090,8 @@ Test(supervision, a_restart_starts_its_log_on_a_new_line_and_in_a_file_that_exis
     fputs("a line the module did not finish", f);
     fclose(f);
     cr_assert(gwp_wait_log(&g, "chaos.log", "incarnation 2 started", 5000));
+    /* Its first line comes before it is ready: the next crash needs it ready. */
+    cr_assert(gwp_wait_state(&g, "chaos", "ready", 5000));
     char *log = gwp_log(&g, "chaos.log");
     cr_expect_not_null(strstr(log, "did not finish\n"), "%s", log);
     const char *inc = strstr(log, "incarnation 2 started");
