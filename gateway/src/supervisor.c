@@ -438,12 +438,19 @@ static bool on_exit_(struct gw_supervisor *s, struct gw_incarnation *inc)
     pthread_mutex_lock(&m->mu);
     if (m->serving == inc)
         m->serving = NULL;
+    enum gw_state st = m->state;
     if (was_current) {
         m->pid = 0;
         m->last_probe_rtt_us = -1; /* it was the dead process's */
         snprintf(m->last_exit, sizeof(m->last_exit), "%s", inc->death);
+        /* No process serves it now. schedule_restart says what comes next
+         * once the log tail is read and logged (up to 1 MiB of reading):
+         * meanwhile the admin API and readyz must not call it ready. */
+        if (st != GW_STOPPING && m->replacing == NULL) {
+            m->state = GW_RESTARTING;
+            m->retry_at_ms = 0;
+        }
     }
-    enum gw_state st = m->state;
     pthread_mutex_unlock(&m->mu);
     /* Requests still on this process are answered now, with how it died. */
     gw_notify_module_died(s->gw);

@@ -477,6 +477,42 @@ static double metric(const char *text, const char *series)
 /* tmp cleaners remove old entries under /tmp: a socket directory that
  * went away is made again at the next start, and the module comes back. */
 /* A probe time belongs to a process: a dead one's is not shown. */
+/* Between a module's death and the decision what comes next, the gateway
+ * reads and logs the tail of its log (up to 1 MiB): all that time the
+ * admin API said "ready" with no pid, and a client waiting for the
+ * restart (or readyz) took the dead incarnation for the new one. */
+Test(supervision, a_dead_module_is_never_shown_ready)
+{
+    struct gwp g;
+    gwp_start_ok(&g, "{\"modules\": {\"chaos\": {\"enabled\": true}},"
+              " \"health\": {\"log_tail_lines\": 10000},"
+              " \"restart\": {\"backoff_initial_ms\": 50}}");
+    cr_assert_eq(http_status(gwp_url(&g, "/chaos/log?lines=60000")), 200);
+    for (int round = 0; round < 3; round++) {
+        pid_t pid = gwp_module_pid(&g, "chaos");
+        cr_assert_gt(pid, 0);
+        long inc = gwp_module_int(&g, "chaos", "incarnation");
+        cr_assert_eq(kill(pid, SIGKILL), 0);
+        int looks = 0, wrong = 0;
+        char seen[64] = "";
+        for (long t0 = ms_now(); ms_now() - t0 < 10000; looks++) {
+            json_t *j = gwp_module_info(&g, "chaos");
+            const char *st = json_string_value(json_object_get(j, "state"));
+            long now_inc = jint(j, "incarnation");
+            bool ready = st != NULL && strcmp(st, "ready") == 0;
+            if (ready && now_inc == inc && !json_is_integer(json_object_get(j, "pid")) &&
+                wrong++ == 0)
+                snprintf(seen, sizeof(seen), "ready, incarnation %ld, pid null", now_inc);
+            json_decref(j);
+            if (ready && now_inc > inc)
+                break;
+        }
+        cr_expect_eq(wrong, 0, "round %d: %d of %d looks said \"%s\"", round, wrong, looks, seen);
+        cr_assert_eq(gwp_module_int(&g, "chaos", "incarnation"), inc + 1);
+    }
+    gwp_finish(&g);
+}
+
 Test(supervision, the_probe_rtt_of_a_dead_process_is_not_shown)
 {
     struct gwp g;
