@@ -6,7 +6,9 @@
  * C functions, so a slow or stuck handler holds only its own connection;
  * the gateway keeps a pool of keep-alive connections to the child, so the
  * thread count follows the gateway's concurrency, not its clients. A
- * streaming handler gets one more thread (stream.c).
+ * streaming handler runs on its connection's thread too, and writes to
+ * the socket itself (stream.c); a streaming-upload handler gets a thread
+ * of its own (upload.c).
  *
  * The main thread only waits for signals: SIGTERM/SIGINT stop the server
  * after in-flight requests finish, SIGHUP reopens the log file.
@@ -102,9 +104,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
         return;
     atomic_fetch_sub(&active_requests, 1);
     MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, keepalive_s);
-    if (req->stream != NULL)
-        mg__stream_connection_closed(req->stream);
-    else if (req->upload != NULL)
+    if (req->upload != NULL)
         mg__upload_connection_closed(req->upload);
     else
         mg__req_free(req);
@@ -220,7 +220,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
                                   const char *upload_data, size_t *upload_data_size,
                                   void **con_cls)
 {
-    (void)url, (void)version;
+    (void)url;
     struct server *srv = cls;
     struct mg_req *req = *con_cls;
     if (req == NULL)
@@ -228,6 +228,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     if (req->method == NULL) {
         if ((req->method = strdup(method)) == NULL)
             return MHD_NO;
+        req->http10 = strcmp(version, MHD_HTTP_VERSION_1_0) == 0;
         MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, 0u);
         return route(srv, req);
     }

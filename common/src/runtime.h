@@ -40,10 +40,10 @@ struct mg_req {
     bool body_too_large;
     bool dispatched;
     bool is_probe;
+    bool http10;              /* an HTTP/1.0 request: a stream is not chunked */
     const mg_route *route;    /* matched at the first call; NULL: probe or error */
     int route_error;          /* 404 or 405 when no route fits, 400 for a NUL in a capture */
     char *allow;              /* Allow value of a 405 */
-    struct mg_stream *stream; /* set once a stream handler took the request */
     struct mg_upload *upload; /* set for a streaming-upload route */
 };
 
@@ -88,16 +88,16 @@ void mg__req_free(struct mg_req *req);
 int mg__req_prepare(struct mg_req *req, const struct mg_route_match *m);
 
 /* Starts a detached thread for a handler that outlives the MHD callback
- * (streams, uploads); 0 or an errno value. On success the thread must call
+ * (streaming uploads); 0 or an errno value. On success the thread must call
  * mg__handler_thread_done() as its last act: a graceful stop waits for it. */
 int mg__start_handler_thread(void *(*fn)(void *), void *arg);
 void mg__handler_thread_done(void);
 
-/* Streams: run `fn` on a thread of its own; blocks until the handler has
- * written its first chunk or returned, then queues the answer. */
+/* Streams: runs `fn` on this (the connection's) thread; it writes the
+ * answer to the socket itself once it has begun, and the connection then
+ * closes (MHD_NO). A handler that ends before its first write is
+ * answered through libmicrohttpd, as a unary one. */
 enum MHD_Result mg__stream_start(struct mg_req *req, mg_stream_fn fn);
-/* The client's connection ended (MHD completion callback). */
-void mg__stream_connection_closed(struct mg_stream *s);
 
 /* Streaming uploads: the handler starts on its own thread when the headers
  * are in and reads the body with mg_req_read while the connection thread

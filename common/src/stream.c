@@ -1,143 +1,196 @@
 /*
  * Streaming responses in the module runtime.
  *
- * A streaming handler is a plain loop of writes, so it runs on a thread of
- * its own. Its writes go into a small queue of chunks; MHD's connection
- * thread (one per connection, see runtime.c) takes them out in the
- * response's content reader, blocking while the queue is empty. The
- * writer blocks while the queue holds HIGH_WATER bytes or more, so a
- * client that stops reading stops the handler instead of growing memory.
- * The bytes counted are the chunks' allocations, not only their data: a
- * handler writing a byte at a time would otherwise queue 64 Ki chunks,
- * some 2 MiB, per stream.
+ * A streaming handler is a plain loop of blocking writes. It runs on the
+ * connection's own thread (libmicrohttpd runs one per connection, see
+ * runtime.c), inside the request's last access-handler call, and writes
+ * its response to the connection's socket itself: the head at the first
+ * write, then each write as one HTTP/1.1 chunk, sent before the write
+ * returns. So a stream costs one thread, not two, holds no queue (a
+ * client that stops reading blocks the write in the kernel's socket
+ * buffer, which is the backpressure), and each chunk is copied once, by
+ * the kernel.
  *
- * Lifetime: the stream (which then owns the request) is shared by the
- * handler thread, the MHD connection and, once queued, the MHD response;
- * each holds a reference and the last one frees it.
+ * libmicrohttpd 0.9.75 can only send a response it was given whole, or
+ * pull one from a content reader on its own schedule, which a handler
+ * that holds the thread cannot feed. So once a stream has begun, the
+ * connection is the stream's: its head says `Connection: close`, and
+ * after the last chunk the access handler returns MHD_NO, which closes
+ * it. The gateway opens a new connection to the module for the next
+ * stream (a connect on a Unix socket; the thread it gets is the one a
+ * stream handler thread used to cost). A handler that fails or returns
+ * before its first write answers through libmicrohttpd like a unary
+ * handler, and the connection stays open.
  *
- * Client gone: the stream keeps its own dup of the connection's socket, so
- * a write (or mg_stream_sleep) can poll it for the peer's hang-up at any
- * time without racing MHD's close and a reuse of the descriptor number.
+ * Client gone: the client closing its end (POLLRDHUP, POLLHUP) or an
+ * error on the socket fails the write in progress and every later one.
  */
 #include <errno.h>
-#include <fcntl.h>
+#include <stdarg.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <time.h>
 
 #include "runtime.h"
 
-#define HIGH_WATER (64 * 1024)
-
-struct chunk {
-    struct chunk *next;
-    size_t len, off;
-    char data[];
-};
-
 struct mg_stream {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    int refs;
     struct mg_req *req;
-    mg_stream_fn fn;
     struct mg_res head;   /* status, headers, and an error set before start */
-    int rc;               /* the handler's return value */
-    struct chunk *first, *last;
-    size_t queued;        /* bytes the queued chunks hold, headers included */
-    bool started, done, gone;
+    int fd;               /* the connection's socket; -1 if unknown */
+    bool started;         /* the head has been sent (or tried) */
+    bool chunked;         /* the body goes in chunks; else it ends at the close */
+    bool bodyless;        /* HEAD, 204, 304: a head and no body */
+    bool bad_status;      /* the status set is not one to send: 500 instead */
+    bool gone;            /* the client left, or nobody reads the body */
     bool failed;          /* mg_stream_error was called: no more writes */
-    char *tail;           /* error text sent as the last chunk */
-    size_t tail_len, tail_off;
-    int fd;               /* our dup of the client socket, -1 if none */
 };
 
-static void stream_unref(struct mg_stream *s)
+/* A peer that closed its end, or an error on the socket, means the client
+ * is gone. Waits up to timeout_ms (-1: for ever) for that or, with `out`,
+ * for room to write. */
+static void poll_client(struct mg_stream *s, bool out, int timeout_ms)
 {
-    pthread_mutex_lock(&s->mu);
-    int left = --s->refs;
-    pthread_mutex_unlock(&s->mu);
-    if (left > 0)
+    if (s->gone || s->fd < 0)
         return;
-    while (s->first != NULL) {
-        struct chunk *c = s->first;
-        s->first = c->next;
-        free(c);
-    }
-    mg__res_clear(&s->head);
-    free(s->tail);
-    if (s->fd >= 0)
-        close(s->fd);
-    mg__req_free(s->req);
-    pthread_cond_destroy(&s->cv);
-    pthread_mutex_destroy(&s->mu);
-    free(s);
+    struct pollfd p = { .fd = s->fd, .events = POLLRDHUP | (out ? POLLOUT : 0) };
+    int n;
+    do
+        n = poll(&p, 1, timeout_ms);
+    while (n < 0 && errno == EINTR);
+    if (n < 0 || (n > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR | POLLNVAL))))
+        s->gone = true;
 }
 
-/* Called with s->mu held. A peer that closed its end, or an error on the
- * socket, means the client is gone. */
-static bool peer_hung_up(struct mg_stream *s, int timeout_ms)
+/* Sends the iovecs whole, waiting while the socket is full; false if the
+ * client went away first. */
+static bool send_all(struct mg_stream *s, struct iovec *iov, int iovcnt)
 {
-    if (s->gone)
-        return true;
-    if (s->fd < 0)
-        return false;
-    struct pollfd p = { .fd = s->fd, .events = POLLRDHUP };
-    if (poll(&p, 1, timeout_ms) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)))
-        s->gone = true;
-    return s->gone;
+    while (iovcnt > 0 && !s->gone) {
+        struct msghdr mh = { .msg_iov = iov, .msg_iovlen = (size_t)iovcnt };
+        ssize_t n = sendmsg(s->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                poll_client(s, true, -1);
+            else if (errno != EINTR)
+                s->gone = true;
+            continue;
+        }
+        size_t left = (size_t)n;
+        while (iovcnt > 0 && left >= iov->iov_len) {
+            left -= iov->iov_len;
+            iov++;
+            iovcnt--;
+        }
+        if (iovcnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + left;
+            iov->iov_len -= left;
+        }
+    }
+    return !s->gone;
+}
+
+/* The head libmicrohttpd would have sent, framing ours: the handler's
+ * headers in order, but not those that frame the body or the connection,
+ * which are this file's to say. */
+static int build_head(struct mg_stream *s, struct mg_buf *b)
+{
+    const struct mg_res *h = &s->head;
+    bool has_date = false, has_type = false;
+    for (size_t i = 0; i < h->nheaders; i++) {
+        has_date |= strcasecmp(h->headers[i].name, "Date") == 0;
+        has_type |= strcasecmp(h->headers[i].name, "Content-Type") == 0;
+    }
+    int rc = mg__buf_printf(b, "HTTP/1.1 %d %s\r\n", h->status, mg__reason(h->status));
+    if (rc == 0 && !has_date) {
+        char date[64];
+        mg__http_date(date);
+        rc = mg__buf_printf(b, "Date: %s\r\n", date);
+    }
+    for (size_t i = 0; i < h->nheaders && rc == 0; i++) {
+        const char *name = h->headers[i].name;
+        if (strcasecmp(name, "Content-Length") != 0 && strcasecmp(name, "Transfer-Encoding") != 0 &&
+            strcasecmp(name, "Connection") != 0)
+            rc = mg__buf_printf(b, "%s: %s\r\n", name, h->headers[i].value);
+    }
+    if (rc == 0 && !has_type && h->status != 204 && h->status != 304)
+        rc = mg__buf_printf(b, "Content-Type: text/plain; charset=utf-8\r\n");
+    if (rc == 0 && s->chunked)
+        rc = mg__buf_printf(b, "Transfer-Encoding: chunked\r\n");
+    if (rc == 0)
+        rc = mg__buf_printf(b, "Connection: close\r\n\r\n");
+    return rc;
+}
+
+/* Sends `data` as the next piece of the body (a chunk, when chunked),
+ * the head first if it has not gone yet. */
+static int send_piece(struct mg_stream *s, const void *data, size_t len)
+{
+    struct mg_buf head;
+    mg__buf_init(&head, SIZE_MAX - 1);
+    struct iovec iov[4];
+    int n = 0;
+    if (!s->started) {
+        s->started = true;
+        char why[96];
+        if (mg__bad_status(s->head.status, why, sizeof(why))) {
+            /* Nothing has gone out: the answer becomes a 500 (see
+             * mg__stream_start), and nobody reads what the handler writes. */
+            s->bad_status = true;
+            s->gone = true;
+            return -1;
+        }
+        s->bodyless = strcmp(s->req->method, "HEAD") == 0 || s->head.status == 204 ||
+                      s->head.status == 304;
+        s->chunked = !s->bodyless && !s->req->http10;
+        if (build_head(s, &head) != 0) {
+            s->gone = true;
+            return -1;
+        }
+        iov[n++] = (struct iovec){ head.data, head.len };
+    }
+    char size[24];
+    if (!s->bodyless && len > 0) {
+        if (s->chunked) {
+            int k = snprintf(size, sizeof(size), "%zx\r\n", len);
+            iov[n++] = (struct iovec){ size, (size_t)k };
+        }
+        iov[n++] = (struct iovec){ (void *)data, len };
+        if (s->chunked)
+            iov[n++] = (struct iovec){ (void *)"\r\n", 2 };
+    }
+    bool sent = n == 0 || send_all(s, iov, n);
+    mg__buf_free(&head);
+    if (s->bodyless)
+        s->gone = true; /* nothing may follow the head */
+    return sent ? 0 : -1;
 }
 
 void mg_stream_status(mg_stream *s, int status)
 {
-    pthread_mutex_lock(&s->mu);
     if (!s->started)
         s->head.status = status;
-    pthread_mutex_unlock(&s->mu);
 }
 
 int mg_stream_header(mg_stream *s, const char *name, const char *value)
 {
-    pthread_mutex_lock(&s->mu);
-    int rc = s->started ? -1 : mg__res_add_header(&s->head, name, value);
-    pthread_mutex_unlock(&s->mu);
-    return rc;
+    return s->started ? -1 : mg_res_header(&s->head, name, value);
 }
 
 int mg_stream_write(mg_stream *s, const void *data, size_t len)
 {
-    struct chunk *c = malloc(sizeof(*c) + len);
-    if (c == NULL)
+    if (s->failed)
         return -1;
-    c->next = NULL;
-    c->len = len;
-    c->off = 0;
-    memcpy(c->data, data, len);
-
-    pthread_mutex_lock(&s->mu);
-    while (!s->failed && !peer_hung_up(s, 0) && s->queued >= HIGH_WATER)
-        pthread_cond_wait(&s->cv, &s->mu);
-    if (s->gone || s->failed) {
-        pthread_mutex_unlock(&s->mu);
-        free(c);
-        return -1;
+    if (s->started) {
+        poll_client(s, false, 0);
+        if (s->gone)
+            return -1;
     }
-    if (len > 0) {
-        if (s->last != NULL)
-            s->last->next = c;
-        else
-            s->first = c;
-        s->last = c;
-        s->queued += sizeof(*c) + len;
-        c = NULL;
-    }
-    s->started = true;
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-    free(c);
-    return 0;
+    return send_piece(s, data, len);
 }
 
 int mg_stream_printf(mg_stream *s, const char *fmt, ...)
@@ -166,24 +219,20 @@ int mg_stream_error(mg_stream *s, int status, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    pthread_mutex_lock(&s->mu);
     /* The first error is the one that ends the stream (as for a unary
      * response); what the handler writes after it is refused, so that
      * the error stays the status, or the last chunk. */
     if (!s->failed)
         mg__res_set_error(&s->head, status, fmt, ap);
     s->failed = true;
-    pthread_mutex_unlock(&s->mu);
     va_end(ap);
     return -1;
 }
 
 int mg_stream_client_gone(mg_stream *s)
 {
-    pthread_mutex_lock(&s->mu);
-    bool gone = peer_hung_up(s, 0);
-    pthread_mutex_unlock(&s->mu);
-    return gone;
+    poll_client(s, false, 0);
+    return s->gone;
 }
 
 int mg_stream_sleep(mg_stream *s, unsigned ms)
@@ -191,163 +240,62 @@ int mg_stream_sleep(mg_stream *s, unsigned ms)
     uint64_t deadline = mg__now_ms() + ms;
     for (;;) {
         uint64_t now = mg__now_ms();
-        if (now >= deadline)
+        if (now >= deadline || s->gone)
             return mg_stream_client_gone(s) ? -1 : 0;
-        /* Poll the socket without the lock held; the descriptor is ours. */
-        struct pollfd p = { .fd = s->fd, .events = POLLRDHUP };
-        int n = poll(&p, s->fd >= 0 ? 1 : 0, (int)(deadline - now));
-        if (n > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR))) {
-            pthread_mutex_lock(&s->mu);
-            s->gone = true;
-            pthread_cond_broadcast(&s->cv);
-            pthread_mutex_unlock(&s->mu);
-            return -1;
+        if (s->fd < 0) {
+            struct timespec t = { (time_t)((deadline - now) / 1000),
+                                  (long)((deadline - now) % 1000) * 1000000L };
+            nanosleep(&t, NULL);
+            continue;
         }
+        poll_client(s, false, (int)(deadline - now));
     }
 }
 
-static void *handler_thread(void *arg)
+/* After the handler: the error text as the last chunk if it failed, then
+ * the end of the body. */
+static void finish(struct mg_stream *s, int rc)
 {
-    struct mg_stream *s = arg;
-    int rc = s->fn(s->req, s);
-
-    pthread_mutex_lock(&s->mu);
-    s->rc = rc;
-    s->done = true;
-    if (s->started && !s->gone && (rc != 0 || s->head.err_status != 0)) {
+    if (s->gone)
+        return;
+    if (rc != 0 || s->head.err_status != 0) {
         const char *msg = s->head.err_msg ? s->head.err_msg : "handler failed";
-        int n = asprintf(&s->tail, "error: %s\n", msg);
-        s->tail_len = n > 0 ? (size_t)n : 0;
+        char *tail = NULL;
+        int n = asprintf(&tail, "error: %s\n", msg);
+        if (n > 0)
+            send_piece(s, tail, (size_t)n);
+        free(tail);
     }
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-    stream_unref(s);
-    mg__handler_thread_done();
-    return NULL;
-}
-
-static ssize_t stream_reader(void *cls, uint64_t pos, char *buf, size_t max)
-{
-    (void)pos;
-    struct mg_stream *s = cls;
-    ssize_t n;
-    pthread_mutex_lock(&s->mu);
-    while (s->first == NULL && !s->done && !s->gone)
-        pthread_cond_wait(&s->cv, &s->mu);
-    if (s->first != NULL) {
-        struct chunk *c = s->first;
-        size_t take = c->len - c->off < max ? c->len - c->off : max;
-        memcpy(buf, c->data + c->off, take);
-        c->off += take;
-        s->queued -= take;
-        if (c->off == c->len) {
-            s->first = c->next;
-            if (s->first == NULL)
-                s->last = NULL;
-            s->queued -= sizeof(*c);
-            free(c);
-        }
-        pthread_cond_broadcast(&s->cv);
-        n = (ssize_t)take;
-    } else if (s->gone) {
-        n = MHD_CONTENT_READER_END_WITH_ERROR;
-    } else if (s->tail_off < s->tail_len) {
-        size_t take = s->tail_len - s->tail_off < max ? s->tail_len - s->tail_off : max;
-        memcpy(buf, s->tail + s->tail_off, take);
-        s->tail_off += take;
-        n = (ssize_t)take;
-    } else {
-        n = MHD_CONTENT_READER_END_OF_STREAM;
-    }
-    pthread_mutex_unlock(&s->mu);
-    return n;
-}
-
-static void stream_response_freed(void *cls)
-{
-    stream_unref(cls);
-}
-
-void mg__stream_connection_closed(struct mg_stream *s)
-{
-    /* Nobody reads the queue any more, whether the client left, the body
-     * ended, or there was none to send (HEAD, 204, 304: libmicrohttpd
-     * never calls the reader). A handler still writing must stop. */
-    pthread_mutex_lock(&s->mu);
-    s->gone = true;
-    pthread_cond_broadcast(&s->cv);
-    pthread_mutex_unlock(&s->mu);
-    stream_unref(s);
+    if (s->chunked && !s->gone)
+        send_all(s, &(struct iovec){ (void *)"0\r\n\r\n", 5 }, 1);
 }
 
 enum MHD_Result mg__stream_start(struct mg_req *req, mg_stream_fn fn)
 {
-    struct MHD_Connection *conn = req->conn;
-    struct mg_stream *s = calloc(1, sizeof(*s));
-    if (s == NULL)
-        return MHD_NO;
-    pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->cv, NULL);
-    mg__res_init(&s->head);
-    s->req = req;
-    s->fn = fn;
-    s->refs = 2; /* handler thread + connection */
-    s->fd = -1;
+    struct mg_stream s = { .req = req, .fd = -1 };
+    mg__res_init(&s.head);
     const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        MHD_get_connection_info(req->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
     if (ci != NULL)
-        s->fd = fcntl(ci->connect_fd, F_DUPFD_CLOEXEC, 3);
-    req->stream = s;
+        s.fd = ci->connect_fd;
 
-    int err = mg__start_handler_thread(handler_thread, s);
-    if (err != 0) {
-        s->refs = 1;
-        mg_log(MG_LOG_ERROR, "cannot start a stream handler thread: %s", strerror(err));
-        return mg__answer_error(req, 503, "no thread for the stream", NULL, NULL);
-    }
+    int rc = fn(req, &s);
 
-    pthread_mutex_lock(&s->mu);
-    while (!s->started && !s->done)
-        pthread_cond_wait(&s->cv, &s->mu);
-    bool started = s->started;
-    pthread_mutex_unlock(&s->mu);
-
-    struct MHD_Response *r;
-    int status;
-    char bad[96];
-    if (!started) {
-        /* Returned before its first chunk: answer as a unary handler. */
-        r = mg__res_to_mhd(&s->head, s->rc, req);
-        status = s->head.status;
-    } else if (mg__bad_status(s->head.status, bad, sizeof(bad))) {
-        /* Nothing has gone out yet: answer with the error instead, and
-         * fail the handler's writes, which nobody will read. */
-        pthread_mutex_lock(&s->mu);
-        s->gone = true;
-        pthread_cond_broadcast(&s->cv);
-        pthread_mutex_unlock(&s->mu);
-        status = 500;
-        r = mg__error_response(bad, req);
+    enum MHD_Result ok;
+    if (s.bad_status) {
+        char why[96];
+        mg__bad_status(s.head.status, why, sizeof(why));
+        ok = mg__answer_error(req, 500, why, NULL, NULL);
+    } else if (!s.started) {
+        /* Returned before its first write: answered as a unary handler. */
+        struct MHD_Response *r = mg__res_to_mhd(&s.head, rc, req);
+        ok = mg__queue(req->conn, s.head.status, r);
     } else {
-        /* The handler no longer touches head once it has started. */
-        status = s->head.status;
-        pthread_mutex_lock(&s->mu);
-        s->refs++;
-        pthread_mutex_unlock(&s->mu);
-        /* Chunked: MHD fills the connection's own buffer, so the response's
-         * block (allocated and zeroed per response) can be tiny. */
-        r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 64, stream_reader, s,
-                                              stream_response_freed);
-        if (r == NULL)
-            stream_unref(s);
-        else if (mg__head_without_length(r, req->method) != 0 ||
-                 mg__add_headers(r, &s->head) != 0 ||
-                 (MHD_get_response_header(r, "Content-Type") == NULL &&
-                  MHD_add_response_header(r, "Content-Type", "text/plain; charset=utf-8") !=
-                      MHD_YES)) {
-            MHD_destroy_response(r);
-            r = NULL;
-        }
+        finish(&s, rc);
+        /* The connection carried our own answer: libmicrohttpd must not
+         * send anything more on it, so it is closed (see the top). */
+        ok = MHD_NO;
     }
-    return mg__queue(conn, status, r);
+    mg__res_clear(&s.head);
+    return ok;
 }

@@ -56,6 +56,18 @@ void mg__timestamp(char buf[32])
     snprintf(buf + n, 32 - n, ".%03dZ", (int)(ts.tv_nsec / 1000000L));
 }
 
+void mg__http_date(char buf[64])
+{
+    static const char days[7][4] = { "Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat" };
+    static const char months[12][4] = { "Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                        "Jul", "Aug", "Sep", "Oct", "Nov", "Dec" };
+    time_t now = time(NULL);
+    struct tm tm;
+    gmtime_r(&now, &tm);
+    snprintf(buf, 64, "%s, %02d %s %04d %02d:%02d:%02d GMT", days[tm.tm_wday % 7], tm.tm_mday,
+             months[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+}
+
 void mg__buf_init(struct mg_buf *b, size_t max)
 {
     b->data = NULL;

@@ -19,6 +19,10 @@ uint64_t mg__now_us(void);
 /* Writes "2026-11-22T18:13:27.123Z" (24 chars + NUL) into buf[32]. */
 void mg__timestamp(char buf[32]);
 
+/* Writes the HTTP date of now, "Sun, 22 Nov 2026 18:13:27 GMT" (RFC 9110
+ * §5.6.7, in English whatever the locale), into buf[64]. */
+void mg__http_date(char buf[64]);
+
 /* The same, formatting the date and time only when the second changes
  * (for per-request lines). The cache belongs to one thread. */
 struct mg_ts_cache {

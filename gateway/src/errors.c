@@ -3,7 +3,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "util.h"
 
@@ -76,9 +75,7 @@ char *gw_error_message(int status, const char *msg, const char *module, unsigned
         return NULL;
     char hv[256], date[64];
     gw_error_header_value(hv, sizeof(hv), module, incarnation, cause);
-    time_t now = time(NULL);
-    struct tm tm;
-    strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S GMT", gmtime_r(&now, &tm));
+    mg__http_date(date);
     char *out = NULL;
     int n = asprintf(&out,
                      "HTTP/1.1 %d %s\r\nDate: %s\r\nConnection: close\r\n"

@@ -221,6 +221,17 @@ long rss_kb(pid_t pid)
     return kb;
 }
 
+long thread_count(pid_t pid)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    char *s = read_file(path, NULL);
+    const char *v = s ? strstr(s, "Threads:") : NULL;
+    long n = v ? atol(v + 8) : -1;
+    free(s);
+    return n;
+}
+
 long cpu_ms(pid_t pid)
 {
     char path[64];

@@ -139,6 +139,8 @@ int held_connection(int port, const char *req, const char *want);
 long ms_now(void);
 /* VmRSS of a process in KiB, -1 if unknown. */
 long rss_kb(pid_t pid);
+/* Threads of pid (/proc status), -1 if it is gone. */
+long thread_count(pid_t pid);
 /* CPU time (user + system) the process has used so far, in ms; -1 if gone. */
 long cpu_ms(pid_t pid);
 /* The number of open descriptors of a process, -1 if it is gone. */

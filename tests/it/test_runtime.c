@@ -56,10 +56,10 @@ static void skip_until(int fd, const char *needle)
 /* ---- memory per stream ---------------------------------------------------- */
 
 /* A handler that writes one byte at a time to a client that stops reading
- * is held back by the stream's bound, and the bound is on memory: 64 KiB
- * of one-byte chunks cost far more than 64 KiB (each is an allocation of
- * its own), so counting only the data let every such stream hold about
- * 2 MiB in the module. */
+ * is held back without growing the module: when the stream queued its
+ * chunks, 64 KiB of one-byte chunks cost far more than 64 KiB (each an
+ * allocation of its own) and every such stream held about 2 MiB; now
+ * each write goes to the socket, and the socket's buffer holds it back. */
 Test(runtime, a_stream_of_tiny_writes_to_a_stalled_client_holds_little_memory)
 {
     /* Under AddressSanitizer, freed chunks would sit in its quarantine
@@ -88,7 +88,7 @@ Test(runtime, a_stream_of_tiny_writes_to_a_stalled_client_holds_little_memory)
         send_all(fds[i], req, (size_t)len);
         skip_until(fds[i], "\r\n\r\n"); /* the stream has begun; no more reading */
     }
-    /* Every handler is now blocked on its full queue: wait until the
+    /* Every handler is now blocked on its full socket: wait until the
      * module stops growing (bounded). */
     long prev = -1, now = rss_kb(mod);
     for (int i = 0; i < 40 && now != prev; i++) {
@@ -107,6 +107,78 @@ Test(runtime, a_stream_of_tiny_writes_to_a_stalled_client_holds_little_memory)
         ended = gwp_log_count(&g, "sdk.log", ": write failed after");
     cr_expect_eq(ended, N, "%d of %d handlers saw their client go", ended, N);
     gwp_finish(&g);
+}
+
+/* ---- threads and framing of streams --------------------------------------- */
+
+/* A stream handler runs on its connection's thread and writes to the
+ * socket itself: an open stream costs the module one thread. It used to
+ * cost two (the connection's, and one for the handler), so 5000 SSE
+ * clients made 10,000 threads, past systemd's default TasksMax. */
+Test(runtime, an_open_stream_costs_the_module_one_thread)
+{
+    struct gwp g;
+    gwp_start_ok(&g, NULL);
+    pid_t mod = gwp_module_pid(&g, "stream");
+    cr_assert_gt(mod, 0);
+    long before = thread_count(mod);
+
+    enum { N = 24 };
+    int fds[N];
+    for (int i = 0; i < N; i++)
+        fds[i] = held_connection(g.port,
+                                 "GET /stream/sse?n=3&interval_ms=2000 HTTP/1.1\r\nHost: x\r\n\r\n",
+                                 "data: 0\n\n");
+    long during = thread_count(mod);
+    cr_expect_leq(during - before, N + 2,
+                  "%d open streams took %ld more threads in the module (%ld before)", N,
+                  during - before, before);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    gwp_finish(&g);
+}
+
+/* The module writes a stream's head and chunks itself: what a client
+ * alone gets must be what libmicrohttpd would have sent. HTTP/1.1: chunked,
+ * a Date, the default Content-Type, the connection closed after the last
+ * chunk; HTTP/1.0: no chunks, the body ends with the connection; HEAD:
+ * the head alone. */
+Test(runtime, a_module_alone_frames_its_streams_for_each_client)
+{
+    int port = 0;
+    pid_t pid = module_alone(MODGATE_BIN, "hello", "127.0.0.1:0", &port);
+    cr_assert_gt(port, 0);
+    static const struct {
+        const char *req, *want;
+    } cases[] = {
+        { "GET /hello/ticks?n=2 HTTP/1.1\r\nHost: x\r\n\r\n",
+          "Content-Type: text/plain; charset=utf-8\r\nTransfer-Encoding: chunked\r\n"
+          "Connection: close\r\n\r\n7\r\ntick 0\n\r\n7\r\ntick 1\n\r\n0\r\n\r\n" },
+        { "GET /hello/ticks?n=2 HTTP/1.0\r\n\r\n",
+          "Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n"
+          "tick 0\ntick 1\n" },
+        { "HEAD /hello/ticks?n=2 HTTP/1.1\r\nHost: x\r\n\r\n",
+          "Content-Type: text/plain; charset=utf-8\r\nConnection: close\r\n\r\n" },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t n;
+        /* raw_exchange reads until the connection closes (or 3 s of quiet). */
+        char *out = raw_exchange(port, NULL, cases[i].req, strlen(cases[i].req), 3000, &n);
+        cr_assert_not_null(out);
+        static const char start[] = "HTTP/1.1 200 OK\r\nDate: ";
+        cr_expect(strncmp(out, start, strlen(start)) == 0, "case %zu: %s", i, out);
+        /* "Date: Sun, 22 Nov 2026 18:13:27 GMT" (RFC 9110 §5.6.7) */
+        const char *date = strstr(out, "Date: ");
+        cr_expect(date != NULL && strlen(date) > 35 && date[9] == ',' && date[32] == 'G' &&
+                      date[35] == '\r',
+                  "case %zu: the Date is not an HTTP date: %s", i, out);
+        size_t wl = strlen(cases[i].want);
+        cr_expect(n >= wl && memcmp(out + n - wl, cases[i].want, wl) == 0,
+                  "case %zu: the answer does not end with\n%s\ngot:\n%s", i, cases[i].want, out);
+        free(out);
+    }
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
 }
 
 /* ---- graceful stop -------------------------------------------------------- */

@@ -34,7 +34,8 @@ extern "C" {
 typedef struct mg_req mg_req;
 /* A unary response being built; sent when the handler returns. */
 typedef struct mg_res mg_res;
-/* A streaming response; the first write sends status and headers. */
+/* A streaming response; the first write sends status and headers. It is
+ * valid until the handler returns, for one thread at a time. */
 typedef struct mg_stream mg_stream;
 
 typedef int (*mg_handler_fn)(mg_req *req, mg_res *res);
