@@ -2,7 +2,8 @@
  * The command line of a module process:
  *   modgate --module NAME --listen HOST:PORT|unix:PATH
  * plus the flags the gateway adds when it spawns a child (--ready-fd,
- * --parent-pid, --log-file, --max-body-bytes, --incarnation).
+ * --parent-pid, --log-file, --max-body-bytes, --max-header-bytes,
+ * --incarnation).
  * Exit codes follow s6: 100 usage, 111 system error.
  */
 #include <errno.h>
@@ -53,7 +54,7 @@ int mg_module_main(int argc, char **argv)
      * before it stops reusing it (60 s), so that the gateway never sends a
      * request on a connection being closed here. */
     struct mg_serve_opts o = { .ready_fd = -1, .max_body = 10u * 1024 * 1024,
-                               .keepalive_s = 120 };
+                               .max_header = 16 * 1024, .keepalive_s = 120 };
     unsigned long long incarnation = 0;
     const char *bad = NULL, *why = NULL;
     for (int i = 1; i < argc && bad == NULL; i++) {
@@ -63,10 +64,12 @@ int mg_module_main(int argc, char **argv)
         const char *a = argv[i];
         const char *eq = strncmp(a, "--", 2) == 0 ? strchr(a, '=') : NULL;
         size_t alen = eq ? (size_t)(eq - a) : strlen(a);
-        enum { MODULE, LISTEN, LOG_FILE, READY_FD, PARENT_PID, MAX_BODY, INCARNATION, NOPTS };
+        enum { MODULE, LISTEN, LOG_FILE, READY_FD, PARENT_PID, MAX_BODY, MAX_HEADER, INCARNATION,
+               NOPTS };
         static const char *const names[NOPTS] = { "--module", "--listen", "--log-file",
                                                   "--ready-fd", "--parent-pid",
-                                                  "--max-body-bytes", "--incarnation" };
+                                                  "--max-body-bytes", "--max-header-bytes",
+                                                  "--incarnation" };
         int opt = 0;
         while (opt < NOPTS && !is_opt(a, alen, names[opt]))
             opt++;
@@ -85,7 +88,7 @@ int mg_module_main(int argc, char **argv)
         /* The largest value of each numeric option (0: not a number). */
         static const unsigned long long max[NOPTS] = {
             [READY_FD] = 1 << 20, [PARENT_PID] = 1u << 30, [MAX_BODY] = SIZE_MAX / 2,
-            [INCARNATION] = UINT32_MAX,
+            [MAX_HEADER] = 1u << 20, [INCARNATION] = UINT32_MAX,
         };
         if (max[opt] > 0 && mg__parse_ulong(v, max[opt], &n) != 0) {
             bad = a;
@@ -99,6 +102,7 @@ int mg_module_main(int argc, char **argv)
         case READY_FD: o.ready_fd = (int)n; break;
         case PARENT_PID: o.parent_pid = (pid_t)n; break;
         case MAX_BODY: o.max_body = (size_t)n; break;
+        case MAX_HEADER: o.max_header = (size_t)n; break;
         case INCARNATION: incarnation = n; break;
         }
     }

@@ -55,6 +55,13 @@ const char *mg__current_module_name(void)
     return module_name;
 }
 
+static size_t connection_pool = 32 * 1024;
+
+size_t mg__connection_pool_size(void)
+{
+    return connection_pool;
+}
+
 struct server {
     const mg_module *module;
     struct mg_router *router;
@@ -356,6 +363,17 @@ int mg__serve(const mg_module *module, const struct mg_serve_opts *opts)
         return 111;
     }
 
+    /* A connection's memory pool holds the request head the gateway
+     * forwards (at most max_header_bytes and the few headers it adds) and
+     * the answer's head, sized as the gateway's own (gateway/src/loop.c).
+     * At 32 KiB or less libmicrohttpd takes it from malloc; a larger one
+     * is an mmap and munmap of its own, and page faults, for every
+     * connection: with a connection per stream, a third of a short
+     * stream's cost. */
+    size_t pool = opts->max_header + 16 * 1024;
+    if (pool < 32 * 1024)
+        pool = 32 * 1024;
+    connection_pool = pool;
     struct MHD_Daemon *d = MHD_start_daemon(
         MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_POLL |
             MHD_USE_ITC | MHD_ALLOW_UPGRADE |
@@ -365,7 +383,7 @@ int mg__serve(const mg_module *module, const struct mg_serve_opts *opts)
         MHD_OPTION_LISTEN_SOCKET, lfd,
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, &srv,
         MHD_OPTION_NOTIFY_COMPLETED, on_completed, &srv,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024),
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, pool,
         MHD_OPTION_CONNECTION_TIMEOUT, keepalive_s,
         MHD_OPTION_THREAD_STACK_SIZE, (size_t)(1024 * 1024),
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)100000,

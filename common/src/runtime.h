@@ -115,6 +115,8 @@ void mg__upload_connection_closed(struct mg_upload *u);
 enum MHD_Result mg__ws_start(struct mg_req *req);
 
 const char *mg__current_module_name(void);
+/* The size of a connection's memory pool in libmicrohttpd (mg__serve). */
+size_t mg__connection_pool_size(void);
 /* If the log (stderr) is a file whose last line is unfinished (a process
  * died halfway through writing it), ends that line. */
 void mg__log_start_on_new_line(void);
@@ -125,6 +127,7 @@ struct mg_serve_opts {
     pid_t parent_pid;        /* 0: standalone; else die with this parent */
     const char *log_path;    /* reopened onto stdout/stderr at SIGHUP */
     size_t max_body;
+    size_t max_header;       /* the gateway's max_header_bytes: sizes the connection pool */
     unsigned keepalive_s;    /* an idle keep-alive connection is closed after it */
 };
 

@@ -611,17 +611,18 @@ static void spawn_incarnation(struct gw_supervisor *s, struct gw_module *m, bool
         gw_log(GW_ERROR, "module %s: log file %s was deleted or moved and cannot be made again "
                "(%s): the old one is kept", m->name, m->log_path, strerror(-moved));
     if (fail == NULL) {
-        char listen[4200], ppid[32], maxbody[32], incno[16];
+        char listen[4200], ppid[32], maxbody[32], maxheader[32], incno[16];
         snprintf(listen, sizeof(listen), "unix:%s", sock);
         snprintf(ppid, sizeof(ppid), "%d", (int)getpid());
         snprintf(maxbody, sizeof(maxbody), "%" PRIu64, gw->cfg.limits.max_body_bytes);
+        snprintf(maxheader, sizeof(maxheader), "%u", gw->cfg.limits.max_header_bytes);
         snprintf(incno, sizeof(incno), "%u", number);
         /* The child writes "incarnation N started, pid P" to its log as
          * its first line (module_main.c), so that nothing of its own can
          * come before it. */
         char *argv[] = { s->exe_name, "--module", m->name, "--listen", listen, "--ready-fd", "3",
                          "--parent-pid", ppid, "--log-file", m->log_path, "--max-body-bytes",
-                         maxbody, "--incarnation", incno, NULL };
+                         maxbody, "--max-header-bytes", maxheader, "--incarnation", incno, NULL };
         struct gw_spawn sp = { .path = s->child_exe, .argv = argv,
                                .envp = s->envs[m - gw->modules], .out_fd = m->log_fd,
                                .notify_fd = pipefd[1] };

@@ -121,6 +121,34 @@ Test(errors, headers_over_limit_431)
     gwp_finish(&g);
 }
 
+/* The module sizes its connections' memory as the gateway does, from
+ * max_header_bytes (the gateway passes it on): a head the gateway takes
+ * under a raised limit reaches the handler whole, where a module on the
+ * default would answer 431 itself. */
+Test(errors, a_head_under_a_raised_limit_reaches_the_module)
+{
+    struct gwp g;
+    gwp_start_ok(&g, "{\"limits\": {\"max_header_bytes\": 65536}}");
+    enum { LEN = 40000 };
+    char *big = malloc(LEN + 16);
+    strcpy(big, "X-Big: ");
+    memset(big + 7, 'a', LEN);
+    big[7 + LEN] = '\0';
+    const char *hdrs[] = { big, NULL };
+    struct http_req q = { .url = gwp_url(&g, "/echo/big"), .headers = hdrs };
+    struct http_resp r;
+    cr_assert_eq(http_do(&q, &r), 0);
+    cr_expect_eq(r.status, 200, "%ld %s", r.status, r.body);
+    json_t *j = json_loads(r.body ? r.body : "", 0, NULL);
+    const char *v = json_string_value(json_object_get(json_object_get(j, "headers"), "x-big"));
+    cr_expect(v != NULL && strlen(v) == LEN, "x-big reached the module with %zu bytes",
+              v ? strlen(v) : 0);
+    json_decref(j);
+    http_free(&r);
+    free(big);
+    gwp_finish(&g);
+}
+
 Test(errors, crash_gives_502_naming_the_signal)
 {
     struct gwp g;

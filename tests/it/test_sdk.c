@@ -99,9 +99,10 @@ static unsigned char pattern(uint64_t i)
 /* ---- request side -------------------------------------------------------- */
 
 /* A module answer whose head is too large for libmicrohttpd to send
- * (it builds heads in the connection's memory pool) is a 502 that says
- * so, not a connection closed without a word; a large one that fits goes
- * out whole. */
+ * (it builds heads in the connection's memory pool, sized by
+ * limits.max_header_bytes in the module as in the gateway) is a 500 from
+ * the module that says so, not a connection closed without a word; a
+ * large one that fits goes out whole. */
 Test(sdk, a_module_answer_head_too_large_to_send_is_a_502)
 {
     char path[512], value[201];
@@ -114,6 +115,14 @@ Test(sdk, a_module_answer_head_too_large_to_send_is_a_502)
     cr_expect_eq(http_header_count(&r, "X-Big"), 50);
     http_free(&r);
     snprintf(path, sizeof(path), "/sdk/header?name=X-Big&value=%s&count=300", value);
+    get(path, NULL, &r);
+    cr_expect_eq(r.status, 500, "%ld %s", r.status, r.body);
+    cr_expect_not_null(strstr(r.body ? r.body : "", "bytes of headers"), "%s", r.body);
+    cr_expect_not_null(strstr(r.body ? r.body : "", "\"module\": \"sdk\""), "%s", r.body);
+    http_free(&r);
+    /* A stream's head the module writes itself, whatever its size: the
+     * gateway, whose pool it must fit too, measures it and says so. */
+    snprintf(path, sizeof(path), "/sdk/stream/header?name=X-Big&value=%s&count=300", value);
     get(path, NULL, &r);
     cr_expect_eq(r.status, 502, "%ld %s", r.status, r.body);
     const char *err = http_header(&r, "X-Modgate-Error");

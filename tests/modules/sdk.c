@@ -321,7 +321,10 @@ static int stream_status(mg_req *req, mg_stream *s)
 static int stream_header(mg_req *req, mg_stream *s)
 {
     const char *name = mg_req_query(req, "name"), *value = mg_req_query(req, "value");
-    int rc = mg_stream_header(s, name ? name : "", value ? value : "");
+    long count = number(req, "count", 1);
+    int rc = 0;
+    for (long i = 0; i < count && rc == 0; i++)
+        rc = mg_stream_header(s, name ? name : "", value ? value : "");
     return mg_stream_printf(s, "rc=%d\n", rc);
 }
 
