@@ -24,6 +24,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -42,6 +43,25 @@
 
 static const char *module_name = "modgate";
 static atomic_long active_requests;
+/* The most requests in flight at once since the heap was last trimmed,
+ * and when that was (mg__now_ms). */
+static atomic_long peak_requests;
+static atomic_ullong trimmed_at_ms;
+
+/* After a burst (5000 streams left some 40 MiB behind), the heap is given
+ * back once nothing is in flight, at most once a second: glibc keeps what
+ * the connection threads freed in their arenas. The gateway's loops do
+ * the same (gateway/src/loop.c). */
+static void trim_after_burst(void)
+{
+    long peak = atomic_load(&peak_requests);
+    uint64_t now = mg__now_ms();
+    if (peak < 32 || now < atomic_load(&trimmed_at_ms) + 1000 ||
+        !atomic_compare_exchange_strong(&peak_requests, &peak, 0))
+        return;
+    atomic_store(&trimmed_at_ms, now);
+    malloc_trim(0);
+}
 /* Stream and upload handlers still running. One outlives its request when
  * the client leaves: it learns so at its next write or read, and may then
  * still have work to do (close a file, end a transaction) that a stop must
@@ -96,7 +116,10 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
     mg__mhd_skip_query_records(uri); /* parsed above already: see util.h */
     if (req != NULL) {
         req->conn = conn;
-        atomic_fetch_add(&active_requests, 1);
+        long n = atomic_fetch_add(&active_requests, 1) + 1;
+        long peak = atomic_load(&peak_requests);
+        while (n > peak && !atomic_compare_exchange_weak(&peak_requests, &peak, n))
+            ;
     }
     return req;
 }
@@ -109,12 +132,14 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     *con_cls = NULL;
     if (req == NULL)
         return;
-    atomic_fetch_sub(&active_requests, 1);
+    bool last = atomic_fetch_sub(&active_requests, 1) == 1;
     MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, keepalive_s);
     if (req->upload != NULL)
         mg__upload_connection_closed(req->upload);
     else
         mg__req_free(req);
+    if (last)
+        trim_after_burst();
 }
 
 enum MHD_Result mg__queue(struct MHD_Connection *conn, int status, struct MHD_Response *r)

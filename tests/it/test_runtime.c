@@ -328,7 +328,9 @@ struct burst_client {
  * the module per request at once, and a Unix socket refuses a connection
  * (EAGAIN) as soon as its backlog is full, where TCP would retry. The
  * module listened with a backlog of 1024, so such a burst got 502
- * "refused" for the connections past it. */
+ * "refused" for the connections past it. Once the burst is over, the
+ * module gives back most of the memory it took: glibc kept what the
+ * connection threads freed (3000 streams left 24 of 59 MiB). */
 Test(runtime, a_burst_of_thousands_of_concurrent_streams_is_all_served)
 {
     long cap = somaxconn();
@@ -347,6 +349,9 @@ Test(runtime, a_burst_of_thousands_of_concurrent_streams_is_all_served)
 
     struct gwp g;
     gwp_start_ok(&g, NULL);
+    pid_t mod = gwp_module_pid(&g, "stream");
+    cr_assert_gt(mod, 0);
+    long before = rss_kb(mod), peak = before;
     struct burst_client *c = calloc((size_t)n, sizeof(*c));
     struct pollfd *p = calloc((size_t)n, sizeof(*p));
     cr_assert(c != NULL && p != NULL);
@@ -363,6 +368,8 @@ Test(runtime, a_burst_of_thousands_of_concurrent_streams_is_all_served)
         for (int i = 0; i < n; i++)
             p[i] = (struct pollfd){ .fd = c[i].fd, .events = POLLIN };
         poll(p, (nfds_t)n, 1000);
+        long rss = rss_kb(mod);
+        peak = rss > peak ? rss : peak;
         for (int i = 0; i < n; i++) {
             if (c[i].fd < 0 || p[i].revents == 0)
                 continue;
@@ -397,5 +404,14 @@ Test(runtime, a_burst_of_thousands_of_concurrent_streams_is_all_served)
     cr_expect_eq(served, n, "%d of %d concurrent streams served whole, %d got 502", served, n,
                  refused);
     cr_expect_eq(gwp_log_count(&g, "access.log", " refused"), 0, "module connections refused");
+#ifndef __SANITIZE_ADDRESS__ /* AddressSanitizer's allocator keeps freed memory its own way */
+    long now = rss_kb(mod);
+    for (long t0 = ms_now(); now > before + (peak - before) / 4 && ms_now() - t0 < 3000;
+         usleep(100 * 1000))
+        now = rss_kb(mod);
+    cr_expect_leq(now, before + (peak - before) / 4,
+                  "module RSS %ld KiB before the burst, %ld at its peak, %ld after it", before,
+                  peak, now);
+#endif
     gwp_finish(&g);
 }
