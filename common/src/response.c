@@ -189,14 +189,29 @@ bool mg__bad_status(int status, char *msg, size_t len)
 /* libmicrohttpd 0.9.75 builds an answer's head in the connection's memory
  * pool, beside the request's head: one that does not fit closes the
  * connection without a word (the gateway could then only say that the
- * module broke it). Measured first, generously, as the gateway measures
- * what a module sends it: a record per request header, the answer's
- * lines, room for the status line and libmicrohttpd's own headers. */
+ * module broke it). So it is measured first, as closely as 0.9.75 fills
+ * the pool: the request's head as read (it parses in place: the request
+ * line and each header line), a record per header (56 bytes, 64 once
+ * aligned), a copy of the Cookie header and a record per cookie; then the
+ * answer's status line and header lines, and libmicrohttpd's own (Date,
+ * Content-Length, Connection: 128 bytes at most). Not closer than that:
+ * the pool is the gateway's size, and a request the gateway took, with
+ * the few headers it adds, must still get its answer. */
 static bool head_fits(const struct mg_res *res, const mg_req *req, size_t *bytes)
 {
-    size_t need = 512, have = 0;
-    for (size_t i = 0; req != NULL && i < req->nheaders; i++)
-        need += strlen(req->headers[i].name) + strlen(req->headers[i].value) + 4 + 64;
+    size_t need = 32 + 128, have = 0;
+    if (req != NULL) {
+        need += strlen(req->method) + req->pathlen + 1 + strlen(req->query) + 16;
+        for (size_t i = 0; i < req->nheaders; i++) {
+            const char *name = req->headers[i].name, *value = req->headers[i].value;
+            need += strlen(name) + strlen(value) + 4 + 64;
+            if (strcasecmp(name, "Cookie") == 0) {
+                need += strlen(value) + 1 + 64;
+                for (const char *p = value; (p = strchr(p, ';')) != NULL; p++)
+                    need += 64;
+            }
+        }
+    }
     for (size_t i = 0; i < res->nheaders; i++)
         have += strlen(res->headers[i].name) + strlen(res->headers[i].value) + 4;
     *bytes = have;

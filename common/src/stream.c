@@ -24,6 +24,8 @@
  *
  * Client gone: the client closing its end (POLLRDHUP, POLLHUP) or an
  * error on the socket fails the write in progress and every later one.
+ * A HEAD, 204 or 304 answer is its head alone: the writes after it fail
+ * too, so that the handler stops.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -270,6 +272,34 @@ static void finish(struct mg_stream *s, int rc)
         send_all(s, &(struct iovec){ (void *)"0\r\n\r\n", 5 }, 1);
 }
 
+/* Before the connection closes: a TCP socket closed with bytes unread
+ * (a client that pipelined its next request, which this connection will
+ * not answer) is reset, and the reset throws away the end of the answer
+ * still on its way. So the answer is ended first (FIN), and what the
+ * client sends is read and dropped until it closes too, for 2 s and
+ * 1 MiB at most, as nginx's lingering close. A Unix socket (the gateway)
+ * keeps what was sent whatever is left unread. */
+static void linger(int fd)
+{
+    struct sockaddr_storage ss;
+    socklen_t len = sizeof(ss);
+    if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) != 0 || ss.ss_family == AF_UNIX ||
+        shutdown(fd, SHUT_WR) != 0)
+        return;
+    uint64_t deadline = mg__now_ms() + 2000;
+    char buf[16 * 1024];
+    for (size_t dropped = 0; dropped < 1024 * 1024;) {
+        uint64_t now = mg__now_ms();
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        if (now >= deadline || poll(&p, 1, (int)(deadline - now)) <= 0)
+            return;
+        ssize_t n = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+        if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR))
+            return;
+        dropped += n > 0 ? (size_t)n : 0;
+    }
+}
+
 enum MHD_Result mg__stream_start(struct mg_req *req, mg_stream_fn fn)
 {
     struct mg_stream s = { .req = req, .fd = -1 };
@@ -292,6 +322,8 @@ enum MHD_Result mg__stream_start(struct mg_req *req, mg_stream_fn fn)
         ok = mg__queue(req->conn, s.head.status, r);
     } else {
         finish(&s, rc);
+        if (!s.gone)
+            linger(s.fd);
         /* The connection carried our own answer: libmicrohttpd must not
          * send anything more on it, so it is closed (see the top). */
         ok = MHD_NO;

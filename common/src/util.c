@@ -287,7 +287,7 @@ const char *mg__reason(int status)
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
-    default: return "Unknown";
+    default: return MHD_get_reason_phrase_for((unsigned)status); /* "Unknown" for others */
     }
 }
 

@@ -96,7 +96,8 @@ void mg__std_fds_open(void);
  * method or a header name must be. */
 bool mg__http_token(const char *s, size_t n);
 
-/* The standard reason phrase of an HTTP status, "Unknown" for others. */
+/* The standard reason phrase of an HTTP status (ours for the common ones,
+ * libmicrohttpd's for the rest), "Unknown" for others. */
 const char *mg__reason(int status);
 
 /* A HEAD answer whose length is unknown: libmicrohttpd 0.9.75 would frame

@@ -149,6 +149,34 @@ Test(errors, a_head_under_a_raised_limit_reaches_the_module)
     gwp_finish(&g);
 }
 
+/* The module's memory pool is the gateway's size, and the module gets a
+ * little more than the gateway took (X-Forwarded-For, -Proto,
+ * X-Request-Id): a request just under max_header_bytes must still be
+ * answered, not refused by the module as leaving no room for its head. */
+Test(errors, a_head_just_under_the_limit_is_answered)
+{
+    struct gwp g;
+    gwp_start_ok(&g, NULL);
+    /* 245 headers of 59 bytes: 16,360 bytes of head, limit 16,384. */
+    char *req = malloc(64 * 1024);
+    cr_assert_not_null(req);
+    int len = sprintf(req, "GET /hello/abc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+    for (int i = 0; i < 245; i++) {
+        len += sprintf(req + len, "h%d: ", i);
+        memset(req + len, 'v', 59);
+        len += 59;
+        len += sprintf(req + len, "\r\n");
+    }
+    len += sprintf(req + len, "\r\n");
+    size_t n;
+    char *out = raw_exchange(g.port, NULL, req, (size_t)len, 3000, &n);
+    cr_expect(strncmp(out, "HTTP/1.1 200 ", 13) == 0 && strstr(out, "hello abc\n") != NULL,
+              "%.400s", out);
+    free(out);
+    free(req);
+    gwp_finish(&g);
+}
+
 Test(errors, crash_gives_502_naming_the_signal)
 {
     struct gwp g;

@@ -181,6 +181,69 @@ Test(runtime, a_module_alone_frames_its_streams_for_each_client)
     waitpid(pid, NULL, 0);
 }
 
+/* A client that pipelines its next request behind a stream gets the
+ * stream whole: the connection then closes (its head said so), and a TCP
+ * socket closed with those bytes unread is reset, which threw away the
+ * end of the answer still in flight (113 KB of 1 MB arrived). */
+Test(runtime, a_stream_ends_whole_when_the_client_sends_more)
+{
+    int port = 0;
+    pid_t pid = module_alone(MODGATE_BIN, "stream", "127.0.0.1:0", &port);
+    cr_assert_gt(port, 0);
+    int fd = test_connect(port, NULL, 0);
+    cr_assert_geq(fd, 0);
+    const char *first = "GET /stream/bytes?n=1000000 HTTP/1.1\r\nHost: x\r\n\r\n";
+    const char *next = "GET /stream/count?n=1 HTTP/1.1\r\nHost: x\r\n\r\n";
+    send_all(fd, first, strlen(first));
+    usleep(50 * 1000);
+    send_all(fd, next, strlen(next));
+    usleep(500 * 1000); /* the client reads late: the answer waits in the sockets */
+    size_t n;
+    char *out = read_answer(fd, 3000, &n);
+    close(fd);
+    cr_expect(n > 1000000 && memcmp(out + n - 5, "0\r\n\r\n", 5) == 0,
+              "%zu bytes, the stream %s", n, n >= 5 && memcmp(out + n - 5, "0\r\n\r\n", 5) == 0
+                                                 ? "ended" : "cut short");
+    free(out);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+}
+
+/* Answers a module alone makes with a head too large for its memory pool
+ * (a long target counts too), and a stream's status without a phrase of
+ * ours. */
+Test(runtime, a_module_alone_answers_large_heads_and_any_status_in_words)
+{
+    int port = 0;
+    pid_t pid = module_alone(MODGATE_SDKGW, "sdk", "127.0.0.1:0", &port);
+    cr_assert_gt(port, 0);
+    /* A 26 KB target and a 14 KB answer header: more than the 32 KiB
+     * pool holds; libmicrohttpd closed the connection without a word. */
+    enum { PAD = 18000, VAL = 14000 };
+    char *req = malloc(PAD + VAL + 256);
+    cr_assert_not_null(req);
+    int len = sprintf(req, "GET /sdk/header?name=X-A&value=");
+    memset(req + len, 'a', VAL);
+    len += VAL;
+    len += sprintf(req + len, "&pad=");
+    memset(req + len, 'p', PAD);
+    len += PAD;
+    len += sprintf(req + len, " HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    size_t n;
+    char *out = raw_exchange(port, NULL, req, (size_t)len, 3000, &n);
+    cr_expect(strncmp(out, "HTTP/1.1 500 ", 13) == 0 && strstr(out, "bytes of headers") != NULL,
+              "%.300s", out);
+    free(out);
+    free(req);
+
+    out = raw_get(port, "/sdk/stream/head");
+    static const char line[] = "HTTP/1.1 203 Non-Authoritative Information\r\n";
+    cr_expect(strncmp(out, line, strlen(line)) == 0, "%.200s", out);
+    free(out);
+    kill(pid, SIGTERM);
+    waitpid(pid, NULL, 0);
+}
+
 /* ---- graceful stop -------------------------------------------------------- */
 
 /* Waits for `needle` in the sdk module's log, then SIGTERMs the module and
