@@ -192,28 +192,39 @@ void gw_req_set_error(struct request *r, int status, const char *cause, const ch
  * gw_proxy_on_request) so that closing does not reset the answer away
  * before the client has read it. With bytes still queued it waits for the
  * end of the body, as before. */
+static bool answer_on_socket(struct request *r);
+
 static void answer_mid_body(struct request *r)
 {
     if (!r->first_call_done || !r->has_body || r->up_done || r->queued || r->answered_raw)
         return; /* no body coming in: libmicrohttpd takes the answer */
+    answer_on_socket(r);
+}
+
+/* Writes the error answer set on r to the socket past libmicrohttpd and
+ * shuts the write side; false (and nothing sent) if bytes are still
+ * queued on the socket or the kernel takes none. */
+static bool answer_on_socket(struct request *r)
+{
     int unsent;
     if (ioctl(r->fd, SIOCOUTQ, &unsent) != 0 || unsent != 0)
-        return;
+        return false;
     size_t len;
     uint64_t body_len;
     char *answer = gw_error_message(r->local_status, r->local_body ? r->local_body : "error",
                                     r->mod ? r->mod->name : NULL, r->incarnation, r->cause,
                                     r->id, &len, &body_len);
     if (answer == NULL)
-        return;
+        return false;
     ssize_t n = send(r->fd, answer, len, MSG_NOSIGNAL | MSG_DONTWAIT);
     free(answer);
     if (n <= 0)
-        return; /* nothing went: the usual answer after the body */
+        return false; /* nothing went: the usual answer after the body */
     r->answered_raw = true;
     r->final_status = r->local_status;
     r->bytes_out = (size_t)n == len ? body_len : 0; /* a cut answer: the close ends it */
     shutdown(r->fd, SHUT_WR);
+    return true;
 }
 
 /* Something the next handler call can answer with is ready. */
@@ -1175,6 +1186,11 @@ static enum MHD_Result first_call(struct request *r, const char *method, const c
     if (h.bytes > c->limits.max_header_bytes) {
         gw_req_set_error(r, 431, "headers_too_large", "request headers are %zu bytes, over the limit of %u",
                   h.bytes, c->limits.max_header_bytes);
+        /* libmicrohttpd builds an answer's head in the pool the request's
+         * head filled: beside a head this large it may find no room, and
+         * then closes the connection without a word. So this one goes on
+         * the socket (and the connection closes after it, as nginx's). */
+        answer_on_socket(r);
         return MHD_YES;
     }
     r->head_bytes = h.bytes;
@@ -1296,7 +1312,8 @@ enum MHD_Result gw_proxy_on_request(void *cls, struct MHD_Connection *conn, cons
          * the body (and before any 100 Continue), and the connection
          * closes, as nginx does. */
         enum MHD_Result rc = first_call(r, method, version);
-        if (rc == MHD_YES && r->local_status != 0 && !r->queued && r->body_expected)
+        if (rc == MHD_YES && r->local_status != 0 && !r->queued && !r->answered_raw &&
+            r->body_expected)
             return queue_answer(r);
         return rc;
     }

@@ -177,6 +177,34 @@ Test(errors, a_head_just_under_the_limit_is_answered)
     gwp_finish(&g);
 }
 
+/* Just over the limit, the request's head filled most of libmicrohttpd's
+ * pool, and the 431 found no room there for its own head: the connection
+ * closed with nothing. The 431 now goes on the socket itself. */
+Test(errors, a_head_just_over_the_limit_gets_its_431)
+{
+    struct gwp g;
+    gwp_start_ok(&g, NULL);
+    char *req = malloc(64 * 1024);
+    cr_assert_not_null(req);
+    int len = sprintf(req, "GET /echo/x HTTP/1.1\r\nHost: x\r\n");
+    for (int i = 0; i < 240; i++) {
+        len += sprintf(req + len, "h%d: ", i);
+        memset(req + len, 'v', 64);
+        len += 64;
+        len += sprintf(req + len, "\r\n");
+    }
+    len += sprintf(req + len, "\r\n");
+    size_t n;
+    char *out = raw_exchange(g.port, NULL, req, (size_t)len, 3000, &n);
+    cr_expect(strncmp(out, "HTTP/1.1 431 ", 13) == 0, "%zu bytes: %.300s", n, out);
+    cr_expect(strstr(out, "cause=headers_too_large") != NULL &&
+                  strstr(out, "\"error\": \"request headers are ") != NULL,
+              "%.600s", out);
+    free(out);
+    free(req);
+    gwp_finish(&g);
+}
+
 Test(errors, crash_gives_502_naming_the_signal)
 {
     struct gwp g;
