@@ -102,7 +102,9 @@ int mg_res_error(mg_res *res, int status, const char *fmt, ...) MG_PRINTF(3, 4);
 void mg_stream_status(mg_stream *s, int status);
 int mg_stream_header(mg_stream *s, const char *name, const char *value);
 /* Sends one chunk. Blocks while the client is not reading (backpressure).
- * Returns -1 once the client has gone away: the handler should stop. */
+ * Returns -1 once the client has gone away: the handler should stop. An
+ * answer to HEAD, or with status 204 or 304, is its head alone: the first
+ * write sends it, and the writes after it return -1 too. */
 int mg_stream_write(mg_stream *s, const void *data, size_t len);
 int mg_stream_printf(mg_stream *s, const char *fmt, ...) MG_PRINTF(2, 3);
 /* Fails the stream. Before the first write the client gets `status` and the
