@@ -62,10 +62,11 @@ static void trim_after_burst(void)
     atomic_store(&trimmed_at_ms, now);
     malloc_trim(0);
 }
-/* Stream and upload handlers still running. One outlives its request when
- * the client leaves: it learns so at its next write or read, and may then
- * still have work to do (close a file, end a transaction) that a stop must
- * not cut short, nor free the router under. */
+/* Streaming-upload handlers still running, on threads of their own. One
+ * outlives its request when the client leaves: it learns so at its next
+ * read, and may then still have work to do (close a file, end a
+ * transaction) that a stop must not cut short, nor free the router under.
+ * (A stream handler runs inside its request, counted in active_requests.) */
 static atomic_long active_handlers;
 /* Seconds an idle keep-alive connection is kept (mg_serve_opts). */
 static unsigned keepalive_s;
