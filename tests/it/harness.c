@@ -210,26 +210,26 @@ char *fd_targets(pid_t pid)
     return out;
 }
 
-long rss_kb(pid_t pid)
+/* The number after `field` ("VmRSS:") in /proc/PID/status, -1 if none. */
+static long status_field(pid_t pid, const char *field)
 {
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
     char *s = read_file(path, NULL);
-    const char *v = s ? strstr(s, "VmRSS:") : NULL;
-    long kb = v ? atol(v + 6) : -1;
+    const char *v = s ? strstr(s, field) : NULL;
+    long n = v ? atol(v + strlen(field)) : -1;
     free(s);
-    return kb;
+    return n;
+}
+
+long rss_kb(pid_t pid)
+{
+    return status_field(pid, "VmRSS:");
 }
 
 long thread_count(pid_t pid)
 {
-    char path[64];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    char *s = read_file(path, NULL);
-    const char *v = s ? strstr(s, "Threads:") : NULL;
-    long n = v ? atol(v + 8) : -1;
-    free(s);
-    return n;
+    return status_field(pid, "Threads:");
 }
 
 long cpu_ms(pid_t pid)

@@ -149,6 +149,25 @@ Test(errors, a_head_under_a_raised_limit_reaches_the_module)
     gwp_finish(&g);
 }
 
+/* GET `path` with `count` headers "hN: vvv..." of `len` bytes of value, on
+ * a connection of its own; the whole answer (caller frees). */
+static char *many_headers(int port, const char *path, int count, int len, size_t *outlen)
+{
+    char *req = malloc((size_t)count * ((size_t)len + 16) + 256);
+    cr_assert_not_null(req);
+    size_t n = (size_t)sprintf(req, "GET %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n", path);
+    for (int i = 0; i < count; i++) {
+        n += (size_t)sprintf(req + n, "h%d: ", i);
+        memset(req + n, 'v', (size_t)len);
+        n += (size_t)len;
+        n += (size_t)sprintf(req + n, "\r\n");
+    }
+    n += (size_t)sprintf(req + n, "\r\n");
+    char *out = raw_exchange(port, NULL, req, n, 3000, outlen);
+    free(req);
+    return out;
+}
+
 /* The module's memory pool is the gateway's size, and the module gets a
  * little more than the gateway took (X-Forwarded-For, -Proto,
  * X-Request-Id): a request just under max_header_bytes must still be
@@ -158,22 +177,11 @@ Test(errors, a_head_just_under_the_limit_is_answered)
     struct gwp g;
     gwp_start_ok(&g, NULL);
     /* 245 headers of 59 bytes: 16,360 bytes of head, limit 16,384. */
-    char *req = malloc(64 * 1024);
-    cr_assert_not_null(req);
-    int len = sprintf(req, "GET /hello/abc HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
-    for (int i = 0; i < 245; i++) {
-        len += sprintf(req + len, "h%d: ", i);
-        memset(req + len, 'v', 59);
-        len += 59;
-        len += sprintf(req + len, "\r\n");
-    }
-    len += sprintf(req + len, "\r\n");
     size_t n;
-    char *out = raw_exchange(g.port, NULL, req, (size_t)len, 3000, &n);
+    char *out = many_headers(g.port, "/hello/abc", 245, 59, &n);
     cr_expect(strncmp(out, "HTTP/1.1 200 ", 13) == 0 && strstr(out, "hello abc\n") != NULL,
               "%.400s", out);
     free(out);
-    free(req);
     gwp_finish(&g);
 }
 
@@ -184,24 +192,13 @@ Test(errors, a_head_just_over_the_limit_gets_its_431)
 {
     struct gwp g;
     gwp_start_ok(&g, NULL);
-    char *req = malloc(64 * 1024);
-    cr_assert_not_null(req);
-    int len = sprintf(req, "GET /echo/x HTTP/1.1\r\nHost: x\r\n");
-    for (int i = 0; i < 240; i++) {
-        len += sprintf(req + len, "h%d: ", i);
-        memset(req + len, 'v', 64);
-        len += 64;
-        len += sprintf(req + len, "\r\n");
-    }
-    len += sprintf(req + len, "\r\n");
     size_t n;
-    char *out = raw_exchange(g.port, NULL, req, (size_t)len, 3000, &n);
+    char *out = many_headers(g.port, "/echo/x", 240, 64, &n);
     cr_expect(strncmp(out, "HTTP/1.1 431 ", 13) == 0, "%zu bytes: %.300s", n, out);
     cr_expect(strstr(out, "cause=headers_too_large") != NULL &&
                   strstr(out, "\"error\": \"request headers are ") != NULL,
               "%.600s", out);
     free(out);
-    free(req);
     gwp_finish(&g);
 }
 
