@@ -47,9 +47,8 @@ void gw_client_conn_closed(struct gw_loop *l, void **socket_context)
     free(c);
 }
 
-uint64_t gw_client_conn_line_done(struct gw_loop *l, struct MHD_Connection *conn)
+uint64_t gw_client_conn_line_done(struct MHD_Connection *conn)
 {
-    (void)l;
     struct client_conn *c = of(conn);
     if (c == NULL)
         return 0;
@@ -61,13 +60,13 @@ uint64_t gw_client_conn_line_done(struct gw_loop *l, struct MHD_Connection *conn
     return since;
 }
 
-void gw_client_conn_request_done(struct gw_loop *l, struct MHD_Connection *conn)
+void gw_client_conn_request_done(struct gw_loop *l, struct MHD_Connection *conn, uint64_t now_ms)
 {
     struct client_conn *c = of(conn);
     if (c == NULL)
         return;
     gw_list_remove(&c->link);
-    c->since_ms = mg__now_ms();
+    c->since_ms = now_ms;
     gw_list_push_back(&l->kept_lines, &c->link);
 }
 

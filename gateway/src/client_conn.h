@@ -24,9 +24,9 @@ void gw_client_conn_closed(struct gw_loop *l, void **socket_context);
 /* A request line has come whole (the URI callback). Returns when the
  * connection's first request began (its accept, in ms) for the head's own
  * timeout to count from, or 0 for a later request (count from now). */
-uint64_t gw_client_conn_line_done(struct gw_loop *l, struct MHD_Connection *conn);
-/* A request has ended; the connection may wait for another. */
-void gw_client_conn_request_done(struct gw_loop *l, struct MHD_Connection *conn);
+uint64_t gw_client_conn_line_done(struct MHD_Connection *conn);
+/* A request has ended (at now_ms); the connection may wait for another. */
+void gw_client_conn_request_done(struct gw_loop *l, struct MHD_Connection *conn, uint64_t now_ms);
 /* Closes connections past their deadline; the next deadline (ms), or
  * UINT64_MAX. */
 uint64_t gw_client_conn_run_timers(struct gw_loop *l, uint64_t now);

@@ -181,26 +181,6 @@ void gw_req_set_error(struct request *r, int status, const char *cause, const ch
     r->cause = cause;
 }
 
-/* libmicrohttpd 0.9.75 takes no answer while a body is coming in, so a
- * body refused half-way (413), or whose module died or timed out under it
- * (502, 504), or that stopped coming (408), would be read to its end (or
- * to DISCARD_MAX, and then cut without a word) before the client heard
- * why. As nginx does, the answer goes at once, written to the socket past
- * libmicrohttpd, when nothing is queued on it (so the kernel takes it
- * whole, and it is the next thing the client expects); then the write
- * side is shut, and the rest of the body is read and dropped (see
- * gw_proxy_on_request) so that closing does not reset the answer away
- * before the client has read it. With bytes still queued it waits for the
- * end of the body, as before. */
-static bool answer_on_socket(struct request *r);
-
-static void answer_mid_body(struct request *r)
-{
-    if (!r->first_call_done || !r->has_body || r->up_done || r->queued || r->answered_raw)
-        return; /* no body coming in: libmicrohttpd takes the answer */
-    answer_on_socket(r);
-}
-
 /* Writes the error answer set on r to the socket past libmicrohttpd and
  * shuts the write side; false (and nothing sent) if bytes are still
  * queued on the socket or the kernel takes none. */
@@ -225,6 +205,24 @@ static bool answer_on_socket(struct request *r)
     r->bytes_out = (size_t)n == len ? body_len : 0; /* a cut answer: the close ends it */
     shutdown(r->fd, SHUT_WR);
     return true;
+}
+
+/* libmicrohttpd 0.9.75 takes no answer while a body is coming in, so a
+ * body refused half-way (413), or whose module died or timed out under it
+ * (502, 504), or that stopped coming (408), would be read to its end (or
+ * to DISCARD_MAX, and then cut without a word) before the client heard
+ * why. As nginx does, the answer goes at once, written to the socket past
+ * libmicrohttpd, when nothing is queued on it (so the kernel takes it
+ * whole, and it is the next thing the client expects); then the write
+ * side is shut, and the rest of the body is read and dropped (see
+ * gw_proxy_on_request) so that closing does not reset the answer away
+ * before the client has read it. With bytes still queued it waits for the
+ * end of the body, as before. */
+static void answer_mid_body(struct request *r)
+{
+    if (!r->first_call_done || !r->has_body || r->up_done || r->queued || r->answered_raw)
+        return; /* no body coming in: libmicrohttpd takes the answer */
+    answer_on_socket(r);
 }
 
 /* Something the next handler call can answer with is ready. */
@@ -957,7 +955,7 @@ static enum MHD_Result queue_answer(struct request *r)
 void *gw_proxy_on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     struct gw_loop *l = cls;
-    uint64_t head_since = gw_client_conn_line_done(l, conn);
+    uint64_t head_since = gw_client_conn_line_done(conn);
     struct request *r = calloc(1, sizeof(*r));
     if (r == NULL)
         return NULL;
@@ -1355,7 +1353,7 @@ enum MHD_Result gw_proxy_on_request(void *cls, struct MHD_Connection *conn, cons
     return MHD_YES;
 }
 
-static void access_log(struct request *r, bool completed)
+static void access_log(struct request *r, bool completed, uint64_t now_us)
 {
     struct gw_loop *l = r->loop;
     char ts[32];
@@ -1364,7 +1362,7 @@ static void access_log(struct request *r, bool completed)
         .time = ts, .id = r->id, .client = r->client, .method = r->method,
         .target = r->target, .module = r->mod ? r->mod->name : NULL, .cause = r->cause,
         .incarnation = r->incarnation, .status = r->final_status, .bytes = r->bytes_out,
-        .duration_us = mg__now_us() - r->start_us,
+        .duration_us = now_us - r->start_us,
     };
     if (!completed && !r->answered_raw) {
         e.status = 499; /* the client went away before the end */
@@ -1377,7 +1375,7 @@ static void access_log(struct request *r, bool completed)
     if (l->access_buf.len > 64 * 1024)
         gw_loop_flush_access_log(l);
     if (l->access_buf.len == 0)
-        l->access_since_ms = mg__now_ms();
+        l->access_since_ms = now_us / 1000;
     if (gw_access_format(&l->access_buf, &e) != 0)
         gw_log(GW_WARN, "loop %u: out of memory for an access-log line", l->index);
 }
@@ -1409,12 +1407,13 @@ static bool answered_by_mhd(struct request *r, struct MHD_Connection *conn)
 void gw_proxy_on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                            enum MHD_RequestTerminationCode toe)
 {
-    (void)cls, (void)conn;
+    (void)cls;
     struct request *r = *con_cls;
     *con_cls = NULL;
     if (r == NULL)
         return;
     struct gw_loop *l = r->loop;
+    uint64_t now_us = mg__now_us(); /* one reading of the clock for all below */
     /* A client that leaves cancels its transfer: the module's next write
      * fails. An upgraded connection is being cleaned up by MHD itself. */
     r->urh = NULL;
@@ -1426,14 +1425,14 @@ void gw_proxy_on_completed(void *cls, struct MHD_Connection *conn, void **con_cl
     if (gw_loop_owner(l, r->fd) == r)
         gw_loop_set_owner(l, r->fd, NULL);
     if (!r->ws_open && r->cfd < 0)
-        gw_client_conn_request_done(l, conn); /* its next request line is due */
+        gw_client_conn_request_done(l, conn, now_us / 1000); /* its next request line is due */
     bool completed = toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && r->queued;
     /* After an answer of its own, libmicrohttpd ends the request "with
      * error" even when the answer went out whole: logged as answered. */
     if (!r->queued && !r->answered_raw && answered_by_mhd(r, conn))
         completed = true;
     if (r->method != NULL)
-        access_log(r, completed);
+        access_log(r, completed, now_us);
     gw_incarnation_release(r->inc);
     r->inc = NULL;
     r->conn = NULL;
