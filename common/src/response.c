@@ -190,9 +190,7 @@ bool mg__bad_status(int status, char *msg, size_t len)
  * pool, beside the request's head: one that does not fit closes the
  * connection without a word (the gateway could then only say that the
  * module broke it). So it is measured first, as closely as 0.9.75 fills
- * the pool: the request's head as read (it parses in place: the request
- * line and each header line), a record per header (56 bytes, 64 once
- * aligned), a copy of the Cookie header and a record per cookie; then the
+ * the pool: what the request's head takes (mg__mhd_head_cost), then the
  * answer's status line and header lines, and libmicrohttpd's own (Date,
  * Content-Length, Connection: 128 bytes at most). Not closer than that:
  * the pool is the gateway's size, and a request the gateway took, with
@@ -201,16 +199,15 @@ static bool head_fits(const struct mg_res *res, const mg_req *req, size_t *bytes
 {
     size_t need = 32 + 128, have = 0;
     if (req != NULL) {
-        need += strlen(req->method) + req->pathlen + 1 + strlen(req->query) + 16;
+        size_t text = strlen(req->method) + req->pathlen + 1 + strlen(req->query) + 16;
+        size_t cookie_len = 0;
         for (size_t i = 0; i < req->nheaders; i++) {
             const char *name = req->headers[i].name, *value = req->headers[i].value;
-            need += strlen(name) + strlen(value) + 4 + 64;
-            if (strcasecmp(name, "Cookie") == 0) {
-                need += strlen(value) + 1 + 64;
-                for (const char *p = value; (p = strchr(p, ';')) != NULL; p++)
-                    need += 64;
-            }
+            text += strlen(name) + strlen(value) + 4;
+            if (cookie_len == 0 && strcasecmp(name, "Cookie") == 0)
+                cookie_len = strlen(value);
         }
+        need += mg__mhd_head_cost(req->conn, text, req->nheaders, cookie_len);
     }
     for (size_t i = 0; i < res->nheaders; i++)
         have += strlen(res->headers[i].name) + strlen(res->headers[i].value) + 4;

@@ -364,6 +364,17 @@ void mg__mhd_skip_query_records(const char *uri)
 #endif
 }
 
+size_t mg__mhd_head_cost(struct MHD_Connection *c, size_t text, size_t fields, size_t cookie_len)
+{
+    size_t records = fields;
+    if (cookie_len > 0) {
+        int cookies = MHD_get_connection_values(c, MHD_COOKIE_KIND, NULL, NULL);
+        records += cookies > 0 ? (size_t)cookies : 0;
+        text += (cookie_len + 1 + 15) & ~(size_t)15;
+    }
+    return text + 64 * records;
+}
+
 bool mg__add_header_value(struct MHD_Response *r, const char *name, const char *value)
 {
     /* libmicrohttpd refuses an empty value; a space is the same empty value

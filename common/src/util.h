@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+struct MHD_Connection;
 struct MHD_Response;
 
 /* Monotonic clock in milliseconds / microseconds. */
@@ -86,6 +87,16 @@ int mg__parse_ulong(const char *s, unsigned long long max, unsigned long long *o
  * Written against 0.9.75's parse_initial_message_line; with another
  * version it does nothing. */
 void mg__mhd_skip_query_records(const char *uri);
+
+/* Bytes of a connection's memory pool that libmicrohttpd 0.9.75 keeps for
+ * a request head: its `text` (the request line and header lines as read;
+ * it parses them in place), a record for each of its `fields` header
+ * fields and for each cookie (56 bytes, 64 once aligned), and the copy of
+ * the Cookie header (`cookie_len` bytes, 0 for none) that it parses the
+ * cookies out of. An answer's head is built in what is left. A head of
+ * many short fields fills a pool sized for max_header_bytes of text long
+ * before its text gets there: 460 lines of "a: v" (2.8 KB) take 32 KB. */
+size_t mg__mhd_head_cost(struct MHD_Connection *c, size_t text, size_t fields, size_t cookie_len);
 
 /* Opens /dev/null on whichever of descriptors 0, 1 and 2 is closed, so
  * that files opened later do not take their place (a daemon started with

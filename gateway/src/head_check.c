@@ -70,6 +70,8 @@ static enum MHD_Result scan_header(void *cls, enum MHD_ValueKind kind, const cha
             if (h->connections++ == 0)
                 h->connection = v;
             h->connection_bytes += vlen + 1;
+        } else if (klen == 6 && h->cookie_len == 0 && strcasecmp(k, "Cookie") == 0) {
+            h->cookie_len = vlen;
         }
         break;
     case 't':

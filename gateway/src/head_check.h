@@ -19,6 +19,7 @@ struct gw_head_scan {
     bool lengths_differ, bad_name, bad_value, folded;
     const char *length, *coding, *connection; /* the first of each */
     size_t connection_bytes;   /* every Connection value, +1 each */
+    size_t cookie_len;         /* the first Cookie value's (the one libmicrohttpd parses) */
 };
 
 /* Scans the connection's request headers into *h (zeroed but for `bytes`,

@@ -847,12 +847,11 @@ bool gw_req_add_module_headers(struct request *r, struct MHD_Response *resp)
 /* libmicrohttpd builds an answer's head in the connection's memory pool,
  * beside the request's head; one that does not fit closes the connection
  * without a word. The module's headers are measured first, generously:
- * the request's lines with a record each, the module's lines, and room
- * for the status line and the headers the gateway adds. */
+ * what the request's head takes, the module's lines, and room for the
+ * status line and the headers the gateway adds. */
 static bool module_head_fits(const struct request *r)
 {
-    size_t need = r->head_bytes + 64 * (size_t)r->head_lines + r->resp_hdrs.len +
-                  4 * (size_t)r->resp_hdr_count + 512;
+    size_t need = r->head_cost + r->resp_hdrs.len + 4 * (size_t)r->resp_hdr_count + 512;
     return need <= r->loop->mhd_pool;
 }
 
@@ -866,7 +865,7 @@ static enum MHD_Result queue_answer(struct request *r)
         gw_req_set_error(r, 502, "bad_response", "module %s answered with %zu bytes of headers "
                          "(%u lines): more than fit beside this request's %zu "
                          "(limits.max_header_bytes sets the room)", r->mod->name,
-                         r->resp_hdrs.len, r->resp_hdr_count, r->head_bytes);
+                         r->resp_hdrs.len, r->resp_hdr_count, r->head_cost);
     }
     if (r->local_status != 0) {
         status = r->local_status;
@@ -1191,8 +1190,23 @@ static enum MHD_Result first_call(struct request *r, const char *method, const c
         answer_on_socket(r);
         return MHD_YES;
     }
-    r->head_bytes = h.bytes;
-    r->head_lines = h.lines;
+    r->head_cost = mg__mhd_head_cost(r->conn, h.bytes, h.lines, h.cookie_len);
+    if (r->head_cost + GW_ANSWER_ROOM > l->mhd_pool) {
+        /* Within max_header_bytes, but so many fields (or cookies) that
+         * their records leave no room for an answer, here or in the
+         * module, which gets the same head and a few more lines. Refused
+         * as a head too large, as Envoy refuses over 100 fields and Apache
+         * over 100 lines; not passed on to fail as the module's fault. */
+        gw_req_set_error(r, 431, "headers_too_large",
+                         "request head takes %zu bytes of the connection's buffer: %zu of "
+                         "text and 64 for each of its %u header fields and %d cookies; %zu "
+                         "fit beside an answer (limits.max_header_bytes sets the room)",
+                         r->head_cost, h.bytes, h.lines,
+                         MHD_get_connection_values(r->conn, MHD_COOKIE_KIND, NULL, NULL),
+                         l->mhd_pool - GW_ANSWER_ROOM);
+        answer_on_socket(r);
+        return MHD_YES;
+    }
     r->forwarded_fors = h.forwarded_fors;
     if (check_head(r, version, &h) != 0)
         return queue_answer(r); /* and close: where this request ends is unclear */

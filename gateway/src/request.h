@@ -23,6 +23,15 @@
 #define LOW_WATER (16 * 1024)      /* resume it below this */
 #define DEATH_WAIT_MS 250          /* how long a broken transfer waits to learn why */
 #define DISCARD_MAX (16u << 20)    /* body bytes read and dropped before an early answer */
+/* Of a connection's memory pool, what a request head must leave for the
+ * answer's: the gateway's own, or the module's with the gateway's lines
+ * (module_head_fits in proxy.c: 512 bytes and the module's lines); and at
+ * the module, whose pool is the same size, the lines the gateway adds to
+ * the request (X-Forwarded-For, -Proto, X-Request-Id: some 300 bytes with
+ * their records). A module answer of a few hundred bytes of headers fits
+ * beside any head let through; a larger one beside a head near the limit
+ * is the module's 502 bad_response, which says so. */
+#define GW_ANSWER_ROOM 1024
 
 struct bytes {
     char *data;
@@ -45,8 +54,7 @@ struct request {
     char *connection_joined;       /* their storage when several headers had them */
     char *authority;               /* of an absolute-form target: the Host to send */
     bool has_host;
-    size_t head_bytes;             /* the request head, as libmicrohttpd keeps it */
-    unsigned head_lines;           /* its header lines */
+    size_t head_cost;              /* the pool the request head takes (mg__mhd_head_cost) */
     unsigned forwarded_fors;       /* X-Forwarded-For lines among them */
     bool body_framed;              /* the client sent Content-Length or Transfer-Encoding */
     bool body_expected;            /* ... announcing a body of one byte or more */
