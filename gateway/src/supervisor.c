@@ -319,7 +319,7 @@ static void describe_exit(struct gw_incarnation *inc, const siginfo_t *si)
     else if (inc->kill_sent && strcmp(inc->cause, "hung") == 0)
         snprintf(why, sizeof(why), " after %u missed health probes (hung)", inc->probe_misses);
     else if (inc->kill_sent && strcmp(inc->cause, "stopped") == 0)
-        snprintf(why, sizeof(why), " after not stopping within %u ms",
+        snprintf(why, sizeof(why), " after not stopping within %u ms of SIGTERM",
                  inc->mod->conf->stop_timeout_ms);
     snprintf(inc->death, sizeof(inc->death), "was killed by signal %d (SIG%s)%s%s",
              si->si_status, abbrev ? abbrev : "?", why, before);
@@ -808,7 +808,7 @@ static uint64_t run_deadlines(struct gw_supervisor *s, uint64_t now)
                        m->conf->ready_timeout_ms);
                 kill_incarnation(inc, SIGKILL, "start_timeout");
             } else {
-                gw_log(GW_WARN, "module %s (pid %d) did not stop within %u ms; killing it",
+                gw_log(GW_WARN, "module %s (pid %d) did not stop within %u ms of SIGTERM; killing it",
                        m->name, (int)inc->pid, m->conf->stop_timeout_ms);
                 kill_incarnation(inc, SIGKILL, "stopped");
             }
